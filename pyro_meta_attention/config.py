@@ -1,0 +1,114 @@
+"""Typed, frozen run configuration: network, prior, guide, data and training.
+
+Every field has a documented default; `RunConfig.to_dict` / `RunConfig.from_dict` round-trip
+through JSON so a run's `config.json` can rebuild the exact model it describes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 256  # byte-level LM: one token per byte
+    block_size: int = 128  # T, tokens per training window (also the positional table size)
+    n_layer: int = 2  # transformer blocks, each with one routing site
+    n_head: int = 4  # H, attention heads
+    n_embd: int = 128  # C, channels; head size D = C / H
+    window: int = 16  # w, local attention sees tokens t-w+1..t
+    chunk: int = 16  # chunk length of the chunked linear attention
+    dropout: float = 0.0  # dropout in the MLP and residual paths
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "window", "chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    name: str = "compute-dirichlet"  # a key of priors.PRIORS
+    strength: float = 2.0  # lambda: cost pressure of compute-dirichlet (0 = uniform mean)
+    concentration: float | None = (
+        None  # kappa = sum_m a_m; None: the prior's default (3, sparse 0.3)
+    )
+    floor: float = 0.03  # smallest allowed concentration per mechanism (Dirichlet numerics)
+
+
+@dataclass(frozen=True)
+class GuideConfig:
+    embd: int = 32  # width of the guide's own token embedding
+    hidden: int = 64  # hidden width of the guide MLP
+    context: int = 4  # causal context: tokens t-context+1..t read by a depthwise conv
+    floor: float = 0.05  # lower bound of the guide's Dirichlet concentration
+    cap: float = 200.0  # upper bound of the guide's Dirichlet concentration
+    init: str = "prior"  # "prior": q starts equal to the prior; "random": default init
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str | None = None  # text/bytes file; None = the built-in stdlib corpus
+    max_bytes: int = 4_000_000  # cap on the corpus size (bytes read from the start)
+    val_fraction: float = 0.1  # the last 10% of the bytes are the validation split
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 600  # SVI steps
+    batch_size: int = 16  # B, windows per step
+    lr: float = 3e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # AdamW weight decay (network weights only, not the guide)
+    warmup: int = 50  # linear learning-rate warm-up steps, then cosine decay to 10%
+    grad_clip: float = 1.0  # global gradient-norm clip (by norm, unlike ClippedAdam)
+    elbo: str = "meanfield"  # "meanfield" (analytic KL) or "trace" (Monte Carlo KL)
+    kl_weight: float = 1.0  # final weight beta of the routing KL
+    kl_anneal: int = 200  # steps over which beta rises linearly from 0 to kl_weight
+    log_every: int = 25  # steps between metrics.jsonl rows
+    val_batches: int = 8  # held-out batches for validation metrics
+    seed: int = 0  # seeds torch, pyro and the data sampler
+    device: str = "cpu"  # "cpu" or "cuda"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    guide: GuideConfig = field(default_factory=GuideConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        parts = {f.name: f.default_factory for f in fields(cls)}  # type: ignore[misc]
+        unknown = set(d) - set(parts)
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        return cls(**{k: parts[k]().__class__(**v) for k, v in d.items()})
+
+    def override(self, **sections: dict[str, Any]) -> RunConfig:
+        """Return a copy with fields replaced per section, e.g. `override(train={"steps": 5})`."""
+        return replace(self, **{k: replace(getattr(self, k), **v) for k, v in sections.items()})
+
+
+def smoke_config(**sections: dict[str, Any]) -> RunConfig:
+    """A tiny configuration that trains in seconds (tests and `--smoke`)."""
+    base = RunConfig(
+        model=ModelConfig(block_size=32, n_layer=2, n_head=2, n_embd=32, window=8, chunk=8),
+        guide=GuideConfig(embd=8, hidden=16),
+        data=DataConfig(max_bytes=200_000),
+        train=TrainConfig(steps=6, batch_size=4, warmup=2, kl_anneal=3, log_every=2, val_batches=2),
+    )
+    return base.override(**sections)

@@ -1,0 +1,48 @@
+"""The Pyro model: alpha_t ~ prior per token and layer, mixed attention, next byte ~ Categorical.
+
+    for each layer l, sequence b, token t:  alpha_{l,b,t} ~ p(alpha)          [B, T] x [M]
+    logits = RoutedTransformer(x, alpha_0..alpha_{L-1})                    [B, T, V]
+    y_{b,t} ~ Categorical(logits_{b,t})                                    [B, T]
+
+Every site sits in the [B, T] plates and is scaled by 1 / tokens (loss in nats per token);
+routing sites additionally carry the KL weight beta. The network is a submodule, so its
+parameters are this module's own (`pyro.settings.set(module_local_params=True)`).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+
+from .network import RoutedTransformer
+from .priors import RoutingPrior
+from .sites import OBS_SITE, routing_scale, routing_site, token_plates
+
+
+class RoutingModel(PyroModule):
+    def __init__(self, net: RoutedTransformer, prior: RoutingPrior) -> None:
+        super().__init__()
+        self.net = net
+        self.prior = prior
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        beta: float = 1.0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V]."""
+        B, T = x.shape
+        like = self.net.tok_emb.weight
+        with token_plates(B, T, mask):
+            alphas = []
+            for layer in range(self.net.config.n_layer):
+                with routing_scale(beta):
+                    prior = self.prior.distribution(torch.Size([B, T]), like)
+                    alphas.append(pyro.sample(routing_site(layer), prior))
+            logits = self.net(x, alphas)
+            pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
+        return logits

@@ -1,0 +1,115 @@
+"""The routed transformer LM: a byte-level causal LM whose attention is a per-token mixture.
+
+Each block's attention computes one shared QKV projection, runs the attention cores of every
+mechanism on it, mixes their outputs with the routing weights alpha [B, T, M] and applies one
+shared output projection. Mechanisms differ only in the attention core, so routing changes
+compute, never parameters. The network is plain torch; the Pyro model (`model.py`) supplies
+alpha.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import MECHANISMS, run_mechanism
+from .config import ModelConfig
+
+
+class RoutedAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, C] -> q, k, v each [B, H, T, D]."""
+        B, T, C = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.config.n_head, self.config.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        return q, k, v
+
+    def mechanism_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every mechanism's attention core on x [B, T, C] -> [B, T, M, C] (before projection)."""
+        q, k, v = self.heads(x)
+        cores = [
+            run_mechanism(m, q, k, v, window=self.config.window, chunk=self.config.chunk)
+            for m in MECHANISMS
+        ]  # M x [B, H, T, D]
+        B, H, T, D = q.shape
+        return torch.stack(cores, dim=2).permute(0, 3, 2, 1, 4).reshape(B, T, len(cores), H * D)
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """x [B, T, C], alpha [B, T, M] on the simplex -> [B, T, C]."""
+        outs = self.mechanism_outputs(x)  # [B, T, M, C]
+        mixed = torch.einsum("btm,btmc->btc", alpha.to(outs.dtype), outs)
+        return self.proj(mixed)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln(x), alpha), then x + mlp(ln(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = RoutedAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), alpha)
+        return x + self.mlp(self.ln2(x))
+
+
+class RoutedTransformer(nn.Module):
+    """Byte-level causal LM; `forward(idx, alphas)` with one alpha [B, T, M] per layer."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.head.weight = self.tok_emb.weight  # tied LM head
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx [B, T] int64 -> token + position embeddings [B, T, C]."""
+        T = idx.shape[-1]
+        if self.config.block_size < T:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        return self.tok_emb(idx) + self.pos_emb(pos)
+
+    def forward(self, idx: torch.Tensor, alphas: list[torch.Tensor]) -> torch.Tensor:
+        """idx [B, T] int64, alphas n_layer x [B, T, M] -> logits [B, T, vocab]."""
+        if len(alphas) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} routing tensors, got {len(alphas)}")
+        x = self.embed(idx)
+        for block, alpha in zip(self.blocks, alphas, strict=True):
+            x = block(x, alpha)
+        return self.head(self.ln_f(x))

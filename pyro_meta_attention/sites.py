@@ -1,0 +1,52 @@
+"""Pyro site and plate names, and the plate/scale/mask context shared by model and guide.
+
+Model and guide enter the same `token_plates` context and wrap each routing site in the same
+`routing_scale`, so masking and scaling are applied to both sides of the ELBO (masking only
+the model gives a wrong loss). The ELBO is scaled by 1 / (number of unmasked tokens), so the
+loss is in nats per token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+BATCH_PLATE = "batch"  # dim -2: B sequences
+TOKEN_PLATE = "tokens"  # dim -1: T positions
+OBS_SITE = "next_byte"  # observed next byte, Categorical over the vocabulary
+ROUTING_PREFIX = "alpha_"  # routing site of layer l is f"alpha_{l}", value [B, T, M]
+
+
+def routing_site(layer: int) -> str:
+    return f"{ROUTING_PREFIX}{layer}"
+
+
+@contextmanager
+def token_plates(B: int, T: int, mask: torch.Tensor | None = None) -> Iterator[None]:
+    """Enter the [B, T] plates, scale by 1 / tokens and mask (bool [B, T]) when given."""
+    if mask is not None and mask.shape != (B, T):
+        raise ValueError(f"mask must have shape [{B}, {T}], got {tuple(mask.shape)}")
+    n_tokens = B * T if mask is None else int(mask.sum())
+    if n_tokens == 0:
+        raise ValueError("mask selects no token")
+    with ExitStack() as stack:
+        stack.enter_context(pyro.plate(BATCH_PLATE, B, dim=-2))
+        stack.enter_context(pyro.plate(TOKEN_PLATE, T, dim=-1))
+        stack.enter_context(poutine.scale(scale=1.0 / n_tokens))
+        if mask is not None:
+            stack.enter_context(poutine.mask(mask=mask.bool()))
+        yield
+
+
+def routing_scale(beta: float):
+    """KL weight beta >= 0 on a routing site (used identically in model and guide).
+
+    Pyro's scale must be positive, so beta = 0 (no KL at all) masks the site's density instead.
+    """
+    if beta < 0:
+        raise ValueError(f"KL weight beta must be >= 0, got {beta}")
+    return poutine.mask(mask=False) if beta == 0 else poutine.scale(scale=beta)
