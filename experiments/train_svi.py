@@ -72,7 +72,9 @@ def print_summary(s: dict, out: Path) -> None:
     def fmt(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    shares = ", ".join(f"{m} {100 * x:.1f}%" for m, x in zip(MECHANISMS, s["routing_share"], strict=True))
+    shares = ", ".join(
+        f"{m} {100 * x:.1f}%" for m, x in zip(MECHANISMS, s["routing_share"], strict=True)
+    )
     print(f"\n== summary ({s['prior']}, {s['steps']} steps) -> {out}")
     print(f"val nats/token (soft)   {s['val_nats_per_token']:.4f}")
     print(f"routing share (argmax)  {shares}")

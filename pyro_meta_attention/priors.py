@@ -142,4 +142,6 @@ def make_prior(config: PriorConfig, cost: torch.Tensor) -> RoutingPrior:
     """Build the prior named by `config.name` for the normalised cost vector `cost` [M]."""
     if config.name not in PRIORS:
         raise ValueError(f"unknown prior {config.name!r}; choose one of {sorted(PRIORS)}")
-    return PRIORS[config.name](config, cost)
+    prior = PRIORS[config.name](config, cost)
+    prior.concentration()  # fail now, not mid-training, on a concentration below the floor
+    return prior

@@ -20,8 +20,8 @@ def linear_attention(q: Tensor, k: Tensor, v: Tensor, chunk: int, eps: float = 1
     exclusive prefix sum of per-chunk states, so nothing of size T x D x D is built.
     """
     check_qkv(q, k, v)
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
     B, H, T, D = q.shape
     c = min(chunk, max(T, 1))
     n = -(-T // c)

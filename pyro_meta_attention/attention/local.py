@@ -27,8 +27,8 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, window: int) -> Tensor:
     q, k, v: [B, H, T, D]. Returns [B, H, T, D]. Scale 1/sqrt(D).
     """
     check_qkv(q, k, v)
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+    if not isinstance(window, int) or window < 1:
+        raise ValueError(f"window must be an int >= 1, got {window!r}")
     B, H, T, D = q.shape
     w = min(window, max(T, 1))  # a window covering the whole sequence is plain causal attention
     n = -(-T // w)

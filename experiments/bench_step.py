@@ -1,0 +1,108 @@
+"""SVI step time of Bayesian routing against the prior-free `none` baseline, side by side.
+
+    python experiments/bench_step.py                 # default model size, 30 timed steps each
+    python experiments/bench_step.py --smoke         # tiny, for tests
+
+Both variants are built from the same config (only the prior differs) and their steps are
+interleaved in one loop, so machine noise hits both alike; the ratio of medians is printed and
+optionally written as JSON. A plain-torch step (no Pyro, alpha fixed at the prior-free router's
+softmax) is timed too, to show Pyro's own overhead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+import torch.nn.functional as F
+
+from pyro_meta_attention.checkpoint import versions
+from pyro_meta_attention.config import RunConfig, smoke_config
+from pyro_meta_attention.data import load_corpus, sample_batch
+from pyro_meta_attention.infer import build, make_elbo, make_optimizer
+
+
+def svi_stepper(config: RunConfig):
+    model, guide = build(config)
+    elbo = make_elbo(config.train.elbo)(model, guide)
+    opt = make_optimizer(model, guide, config)
+
+    def step(x, y):
+        loss = elbo(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def plain_stepper(config: RunConfig):
+    model, guide = build(config.override(prior={"name": "none"}))
+    opt = make_optimizer(model, guide, config)
+
+    def step(x, y):
+        alphas = list(guide.posterior_mean(x).unbind(2))
+        loss = F.cross_entropy(model.net(x, alphas).flatten(0, 1), y.flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--prior", default="compute-dirichlet")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--json", default=None, help="write the result here")
+    a = p.parse_args(argv)
+    base = smoke_config() if a.smoke else RunConfig()
+    pyro.settings.set(module_local_params=True)
+    pyro.clear_param_store()
+    torch.manual_seed(0)
+    corpus = load_corpus(None, base.model.block_size, base.data.max_bytes)
+    gen = torch.Generator().manual_seed(0)
+    variants = {
+        a.prior: svi_stepper(base.override(prior={"name": a.prior})),
+        "none": svi_stepper(base.override(prior={"name": "none"})),
+        "plain-torch": plain_stepper(base),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i in range(a.warmup + a.steps):
+        x, y = sample_batch(corpus.train, base.train.batch_size, base.model.block_size, gen)
+        for name, step in variants.items():
+            t0 = time.perf_counter()
+            step(x, y)
+            if i >= a.warmup:
+                times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(t) for name, t in times.items()}
+    result = {
+        "median_step_s": med,
+        "ratio_vs_none": med[a.prior] / med["none"],
+        "ratio_none_vs_plain": med["none"] / med["plain-torch"],
+        "steps": a.steps,
+        "model": base.model.__dict__,
+        "batch_size": base.train.batch_size,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(),
+    }
+    for name, m in med.items():
+        print(f"{name:>20}: median {1000 * m:7.1f} ms/step")
+    print(f"{a.prior} / none = {result['ratio_vs_none']:.3f}x")
+    print(f"none / plain-torch = {result['ratio_none_vs_plain']:.3f}x")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

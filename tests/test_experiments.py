@@ -1,0 +1,93 @@
+"""Every experiments/ script's --smoke path, end to end, in a subprocess like a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("prior", ["compute-dirichlet", "none"])
+def test_train_svi_smoke_writes_every_file(tmp_path, prior):
+    out = tmp_path / prior
+    proc = run("train_svi.py", "--smoke", "--prior", prior, "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "val nats/token" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert {"config", "seed", "versions", "corpus", "cost_model"} <= set(config)
+    assert len(config["corpus"]["sha256"]) == 64
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:
+        assert {"step", "loss", "nats_per_token", "kl", "routing_share", "routing_entropy"} <= set(
+            row
+        )
+        assert len(row["routing_share"]) == 3 and 0.0 <= row["routing_entropy"] <= 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    keys = {"val_nats_per_token", "routing_share", "routing_entropy", "projected_hard_cost"}
+    assert keys <= set(summary)
+    assert 0.0 < summary["projected_hard_cost"] <= 1.0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert {"model", "guide", "param_store", "config"} <= set(state)
+
+
+@pytest.mark.parametrize("content", [None, b"", b"too short"])
+def test_train_svi_bad_data_is_one_line_exit_2(tmp_path, content):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    proc = run("train_svi.py", "--smoke", "--data", str(path), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_svi_bad_kappa_is_one_line_exit_2(tmp_path):
+    proc = run(
+        "train_svi.py",
+        "--smoke",
+        "--prior",
+        "sparse-dirichlet",
+        "--kappa",
+        "9",
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert proc.returncode == 2 and "kappa / M < 1" in proc.stderr
+
+
+def test_bench_step_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = run("bench_step.py", "--smoke", "--steps", "2", "--warmup", "1", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["ratio_vs_none"] > 0 and set(result["median_step_s"]) == {
+        "compute-dirichlet",
+        "none",
+        "plain-torch",
+    }
+
+
+def test_elbo_variance_smoke(tmp_path):
+    out = tmp_path / "var.json"
+    proc = run("elbo_variance.py", "--smoke", "--repeats", "3", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["guide_init"], r["elbo"]) for r in rows} == {
+        (i, e) for i in ("prior", "random") for e in ("trace", "meanfield")
+    }
+    assert all(r["total_variance"] >= 0 for r in rows)
