@@ -54,7 +54,7 @@ def routing_stats(guide: RoutingGuide, x: torch.Tensor) -> dict[str, object]:
         p = Dirichlet(prior_conc.to(q.concentration))
         prior_mean = prior.mean().to(flat)
         stats["kl"] = float(kl_divergence(q, p).sum(-1).mean())
-        prior_top = (prior_mean >= prior_mean.max() - 1e-9)  # [M]: ties count as the prior's choice
+        prior_top = prior_mean >= prior_mean.max() - 1e-9  # [M]: ties count as the prior's choice
         stats["argmax_differs"] = float((~prior_top[flat.argmax(-1)]).double().mean())
         stats["prior_distance"] = float(0.5 * (flat - prior_mean).abs().sum(-1).mean())
     return stats
