@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 600  # SVI steps
+    steps: int = 2000  # SVI steps
     batch_size: int = 16  # B, windows per step
     lr: float = 3e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.01  # AdamW weight decay (network weights only, not the guide)
@@ -73,6 +73,9 @@ class TrainConfig:
     elbo: str = "meanfield"  # "meanfield" (analytic KL) or "trace" (Monte Carlo KL)
     kl_weight: float = 1.0  # final weight beta of the routing KL
     kl_anneal: int = 200  # steps over which beta rises linearly from 0 to kl_weight
+    harden_final: float = 0.0  # soft-to-hard schedule: final entropy threshold tau (0 = off)
+    harden_start: int = 0  # step at which tau starts rising from 0
+    harden_end: int = 0  # step at which tau reaches harden_final
     log_every: int = 25  # steps between metrics.jsonl rows
     val_batches: int = 8  # held-out batches for validation metrics
     seed: int = 0  # seeds torch, pyro and the data sampler

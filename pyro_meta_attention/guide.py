@@ -98,8 +98,9 @@ class RoutingGuide(PyroModule):
         y: torch.Tensor | None = None,
         beta: float = 1.0,
         mask: torch.Tensor | None = None,
+        tau: float = 0.0,
     ) -> list[torch.Tensor]:
-        """Sample every routing site; returns n_layer x alpha [B, T, M]."""
+        """Sample every routing site; returns n_layer x alpha [B, T, M] (tau: model-side only)."""
         B, T = x.shape
         if self.prior.deterministic:
             params = torch.softmax(self.raw(x), dim=-1)

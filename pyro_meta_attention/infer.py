@@ -12,7 +12,8 @@ ELBO estimators (`TrainConfig.elbo`):
 The default was chosen by `experiments/elbo_variance.py` (see the README).
 
 Schedules: beta (the KL weight) rises linearly from kl_weight / kl_anneal to kl_weight over
-`kl_anneal` steps; the learning rate warms up linearly, then decays by cosine to 10%.
+`kl_anneal` steps; the learning rate warms up linearly, then decays by cosine to 10%; the
+optional soft-to-hard schedule raises the hardening threshold tau (`routing.hardening_tau`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .metrics import routing_learned, routing_stats, soft_val_nats
 from .model import RoutingModel
 from .network import RoutedTransformer
 from .priors import make_prior
+from .routing import hardening_tau
 
 ELBOS = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 
@@ -163,7 +165,8 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
         t0 = time.perf_counter()
-        loss = elbo(x, y, beta=beta)
+        tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
+        loss = elbo(x, y, beta=beta, tau=tau)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(

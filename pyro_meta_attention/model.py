@@ -18,6 +18,7 @@ from pyro.nn import PyroModule
 
 from .network import RoutedTransformer
 from .priors import RoutingPrior
+from .routing import harden
 from .sites import OBS_SITE, routing_scale, routing_site, token_plates
 
 
@@ -33,8 +34,13 @@ class RoutingModel(PyroModule):
         y: torch.Tensor | None = None,
         beta: float = 1.0,
         mask: torch.Tensor | None = None,
+        tau: float = 0.0,
     ) -> torch.Tensor:
-        """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V]."""
+        """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V].
+
+        tau > 0 routes tokens whose sampled alpha has normalised entropy < tau hard
+        (straight-through one-hot, see `routing.harden`): the soft-to-hard training schedule.
+        """
         B, T = x.shape
         like = self.net.tok_emb.weight
         with token_plates(B, T, mask):
@@ -43,6 +49,6 @@ class RoutingModel(PyroModule):
                 with routing_scale(beta):
                     prior = self.prior.distribution(torch.Size([B, T]), like)
                     alphas.append(pyro.sample(routing_site(layer), prior))
-            logits = self.net(x, alphas)
+            logits = self.net(x, [harden(a, tau) for a in alphas])
             pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
         return logits
