@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MECHANISMS, run_mechanism
+from .attention.routed import routed_attention
 from .config import ModelConfig
 
 
@@ -41,10 +42,30 @@ class RoutedAttention(nn.Module):
         B, H, T, D = q.shape
         return torch.stack(cores, dim=2).permute(0, 3, 2, 1, 4).reshape(B, T, len(cores), H * D)
 
-    def forward(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C], alpha [B, T, M] on the simplex -> [B, T, C]."""
-        outs = self.mechanism_outputs(x)  # [B, T, M, C]
-        mixed = torch.einsum("btm,btmc->btc", alpha.to(outs.dtype), outs)
+    def forward(
+        self, x: torch.Tensor, alpha: torch.Tensor, assignment: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x [B, T, C], alpha [B, T, M] on the simplex -> [B, T, C].
+
+        Without `assignment` every mechanism runs and is mixed (soft routing). With an
+        assignment [B, T] int64 (m = hard-routed to m, -1 = soft), each query runs only its
+        mechanism (`attention.routed_attention`); soft tokens are mixed with alpha.
+        """
+        if assignment is None:
+            outs = self.mechanism_outputs(x)  # [B, T, M, C]
+            mixed = torch.einsum("btm,btmc->btc", alpha.to(outs.dtype), outs)
+        else:
+            q, k, v = self.heads(x)
+            o = routed_attention(
+                q,
+                k,
+                v,
+                assignment,
+                alpha.to(q.dtype),
+                window=self.config.window,
+                chunk=self.config.chunk,
+            )  # [B, H, T, D]
+            mixed = o.transpose(1, 2).reshape(x.shape)
         return self.proj(mixed)
 
 
@@ -69,8 +90,10 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), alpha)
+    def forward(
+        self, x: torch.Tensor, alpha: torch.Tensor, assignment: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), alpha, assignment)
         return x + self.mlp(self.ln2(x))
 
 
@@ -105,11 +128,23 @@ class RoutedTransformer(nn.Module):
         pos = torch.arange(T, device=idx.device)
         return self.tok_emb(idx) + self.pos_emb(pos)
 
-    def forward(self, idx: torch.Tensor, alphas: list[torch.Tensor]) -> torch.Tensor:
-        """idx [B, T] int64, alphas n_layer x [B, T, M] -> logits [B, T, vocab]."""
+    def forward(
+        self,
+        idx: torch.Tensor,
+        alphas: list[torch.Tensor],
+        assignments: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """idx [B, T] int64, alphas n_layer x [B, T, M] -> logits [B, T, vocab].
+
+        `assignments` (n_layer x [B, T] int64, -1 = soft) switches to hard-routed execution.
+        """
         if len(alphas) != len(self.blocks):
             raise ValueError(f"expected {len(self.blocks)} routing tensors, got {len(alphas)}")
+        if assignments is None:
+            assignments = [None] * len(self.blocks)
+        elif len(assignments) != len(self.blocks):
+            raise ValueError(f"expected {len(self.blocks)} assignments, got {len(assignments)}")
         x = self.embed(idx)
-        for block, alpha in zip(self.blocks, alphas, strict=True):
-            x = block(x, alpha)
+        for block, alpha, assignment in zip(self.blocks, alphas, assignments, strict=True):
+            x = block(x, alpha, assignment)
         return self.head(self.ln_f(x))

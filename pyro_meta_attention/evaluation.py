@@ -1,0 +1,124 @@
+"""Evaluate a trained router under a routing policy: held-out loss and cost, three ways.
+
+For each policy (see `routing.py`) and held-out batch, the guide's posterior mean alpha_bar
+[B, T, L, M] gives every layer an assignment [B, T]; the network then runs hard-routed
+(`attention.routed_attention`): hard tokens run only their mechanism, soft tokens all three.
+
+Costs, side by side:
+- projected: the paper's metric, sum_m (argmax share of alpha_bar)_m · c_m, from the soft
+  posterior alone (the same for every policy);
+- counted: executed attention FLOPs of the routed forward (`attention.routed_flops`, an exact
+  count tested against FlopCounterMode) over the causal dense full-attention FLOPs, all layers;
+- wall: median wall-clock of the hard-routed model forward over the dense full-attention
+  forward of the same model (every token full; shared projections and MLPs included), timed
+  interleaved in one loop.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .attention import MECHANISMS
+from .attention.routed import dense_full_flops, routed_flops
+from .cost import CostModel
+from .guide import RoutingGuide
+from .model import RoutingModel
+from .routing import Policy, assign, normalised_entropy
+
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def policy_assignments(
+    guide: RoutingGuide, x: torch.Tensor, policy: Policy, cost: torch.Tensor
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(alphas, assignments): per layer alpha_bar [B, T, M] and assignment [B, T] int64."""
+    alpha_bar = guide.posterior_mean(x)  # [B, T, L, M]
+    alphas = list(alpha_bar.unbind(2))
+    return alphas, [assign(policy, a, cost) for a in alphas]
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+@torch.inference_mode()
+def evaluate_policy(
+    model: RoutingModel,
+    guide: RoutingGuide,
+    batches: Batches,
+    policy: Policy,
+    cost_model: CostModel,
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Held-out nats/token, the three costs, shares and entropy under one policy."""
+    net, mc = model.net, model.net.config
+    cost = cost_model.normalised().to(batches[0][0].device)
+    M = len(MECHANISMS)
+    nll, tokens, routed, dense = 0.0, 0, 0.0, 0.0
+    counts = torch.zeros(M + 1, dtype=torch.float64)  # hard per mechanism, then soft
+    argmax_counts = torch.zeros(M, dtype=torch.float64)
+    entropy_sum, pairs = 0.0, 0
+    for x, y in batches:
+        alphas, assignments = policy_assignments(guide, x, policy, cost)
+        logits = net(x, alphas, assignments)
+        nll += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+        tokens += y.numel()
+        for alpha, a in zip(alphas, assignments, strict=True):
+            routed += routed_flops(
+                a, n_head=mc.n_head, head_dim=mc.head_dim, window=mc.window, chunk=mc.chunk
+            )["total"]
+            dense += dense_full_flops(x.shape[0], x.shape[1], mc.n_head, mc.head_dim)
+            counts += torch.bincount((a + 1).flatten().cpu(), minlength=M + 1).roll(-1).double()
+            argmax_counts += torch.bincount(alpha.argmax(-1).flatten().cpu(), minlength=M).double()
+            entropy_sum += float(normalised_entropy(alpha.double()).sum())
+            pairs += alpha.shape[0] * alpha.shape[1]
+    shares = argmax_counts / argmax_counts.sum()
+    x0 = batches[0][0]
+    alphas0, assignments0 = policy_assignments(guide, x0, policy, cost)
+    full = [torch.zeros_like(a) for a in assignments0]  # every token hard-routed to full
+    hard_times, dense_times = [], []
+    for _ in range(repeats + 1):  # first round is warm-up
+        hard_times += _timed(lambda: net(x0, alphas0, assignments0), 1)
+        dense_times += _timed(lambda: net(x0, alphas0, full), 1)
+    hard_s, dense_s = statistics.median(hard_times[1:]), statistics.median(dense_times[1:])
+    return {
+        "policy": str(policy),
+        "val_nats_per_token": nll / tokens,
+        "val_tokens": tokens,
+        "hard_fraction": float(counts[:M].sum() / counts.sum()),
+        "assignment_share": dict(
+            zip([*MECHANISMS, "soft"], (counts / counts.sum()).tolist(), strict=True)
+        ),
+        "routing_share": shares.tolist(),
+        "routing_entropy": entropy_sum / pairs,
+        "projected_cost": cost_model.projected_cost(shares),
+        "counted_cost": routed / dense,
+        "wall_ratio": hard_s / dense_s,
+        "wall_ms": {"routed": 1000 * hard_s, "dense_full": 1000 * dense_s},
+    }
+
+
+def transition_curve(
+    model: RoutingModel,
+    guide: RoutingGuide,
+    batches: Batches,
+    cost_model: CostModel,
+    thresholds: list[float],
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """`evaluate_policy` over threshold policies: fraction hard, costs and loss per threshold."""
+    return [
+        evaluate_policy(model, guide, batches, Policy("threshold", t), cost_model, repeats)
+        | {"threshold": t}
+        for t in thresholds
+    ]
