@@ -6,31 +6,47 @@ tokens (assignment m in 0..2) and alpha itself for soft tokens (assignment -1), 
 each mechanism only for its own queries. Keys and values of every token stay visible to every
 mechanism. Per mechanism:
 
-- full:   the routed queries, in position order, are cut into tiles of `FULL_TILE`. A tile whose
-          queries span positions p0..p1 attends to keys 0..p1 in two parts merged by their
-          log-sum-exp: the keys before p0 (every query sees all of them, so no mask) and the
-          diagonal keys p0..p1 (a small per-query causal mask).
+- full:   the full queries are grouped by key block of `full_block(T)` positions. Block j is
+          attended by its own queries (a causal mask) and, in one unmasked call, by all later
+          queries; each query's per-block parts are merged by their log-sum-exp. No mask or
+          score matrix is ever larger than (queries) x (one block).
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
           the fullest block) and attend to that block and the previous one (2w keys, masked).
-- linear: the chunk states phi(K_c)^T [V_c, 1] of all tokens (their exclusive prefix sum over
-          chunks is the running state), then per chunk the packed linear queries read the state
-          of the chunks before theirs and attend, quadratically, to their own chunk's keys.
+- linear: the chunk states phi(K_c)^T V_c and normalisers of all tokens (their exclusive prefix
+          sum over chunks is the running state), then per chunk the packed linear queries read
+          the state before their chunk and attend, quadratically, to their own chunk's keys.
 
-A mechanism no token uses costs nothing. `routed_flops.py` counts the FLOPs executed here.
+A mechanism no token uses costs nothing. `routed_flops.py` holds the packing plan and counts the
+FLOPs executed here; `routed_flops` and `dense_full_flops` are re-exported from this module.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .full import check_qkv
-from .linear import feature_map
+from .routed_flops import (
+    N_MECHANISMS,
+    dense_full_flops,
+    full_block,
+    pack_blocks,
+    pack_groups,
+    routed_flops,
+)
 
-N_MECHANISMS = 3  # full, linear, local: the order of `MECHANISMS`
-FULL_TILE = 128  # routed queries per full-attention tile
 LINEAR_EPS = 1e-6  # as in `linear_attention`
+
+__all__ = [
+    "check_routing",
+    "dense_full_flops",
+    "routed_attention",
+    "routed_flops",
+    "routed_mechanism",
+]
 
 
 def routed_attention(
@@ -52,32 +68,43 @@ def routed_attention(
     """
     check_routing(q, k, v, assignment, alpha, window=window, chunk=chunk)
     B, H, T, D = q.shape
-    out = q.new_zeros(B, H, T, D)
-    if T == 0:
-        return out
     soft = assignment == -1  # [B, T]
-    if alpha is not None and bool(soft.any()):
-        alpha = alpha.to(q.dtype)
-    else:
-        alpha = None
-    bidx = torch.arange(B, device=q.device)
-    hidx = torch.arange(H, device=q.device)
+    mix = alpha is not None and bool(soft.any())
+    # Output rows (b, h, t) flattened, plus one spare row that padding slots write to. With
+    # only hard tokens every row is written exactly once, so no zero fill or accumulation.
+    rows = (q.new_zeros if mix else q.new_empty)(B * H * T + 1, D)
+    head_rows = (torch.arange(B * H, device=q.device) * T).view(B, H)  # [B, H]
 
-    def add(m: int, o: Tensor, pos: Tensor, valid: Tensor) -> None:
-        """out[b, :, pos] += weight * o for o [B, H, *S, D] at positions pos [B, *S]."""
-        weight = valid.to(q.dtype)  # [B, *S]: padding slots add nothing
-        if alpha is not None:
-            alpha_m = alpha[..., m].gather(1, pos.flatten(1)).view_as(pos)
-            weight = weight * torch.where(soft.gather(1, pos.flatten(1)).view_as(pos), alpha_m, 1)
-        extra = (None,) * (pos.dim() - 1)
-        index = (bidx[(...,) + (None,) * pos.dim()], hidx[(None, ...) + extra], pos[:, None])
-        out.index_put_(index, o * weight[:, None, ..., None], accumulate=True)
-
-    for m, run in enumerate((_full_part, _linear_part, _local_part)):
+    for m in range(N_MECHANISMS):
         member = (assignment == m) | soft  # [B, T]
-        if bool(member.any()):
-            add(m, *run(q, k, v, member, window=window, chunk=chunk))
-    return out
+        if not bool(member.any()):
+            continue
+        o, pos, valid = routed_mechanism(m, q, k, v, member, window=window, chunk=chunk)
+        extra = (None,) * (pos.dim() - 1)
+        target = head_rows[(...,) + extra] + pos[:, None]  # [B, H, *S]
+        target = torch.where(valid[:, None], target, B * H * T)
+        if mix:
+            flat = pos.flatten(1)
+            alpha_m = alpha[..., m].to(q.dtype).gather(1, flat).view_as(pos)
+            weight = torch.where(soft.gather(1, flat).view_as(pos), alpha_m, 1.0)  # [B, *S]
+            o = o * weight[:, None, ..., None]
+        rows.index_put_((target,), o, accumulate=mix)
+    return rows[:-1].view(B, H, T, D)
+
+
+def routed_mechanism(
+    m: int, q: Tensor, k: Tensor, v: Tensor, member: Tensor, *, window: int, chunk: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mechanism m (index into `MECHANISMS`) for the queries where member [B, T] is True only.
+
+    q, k, v: [B, H, T, D] (keys and values of every token are used). Returns the packed
+    outputs o [B, H, *S, D], their positions pos [B, *S] and valid [B, *S] (False at padding).
+    """
+    if m == 0:
+        return _full_part(q, k, v, member)
+    if m == 1:
+        return _linear_part(q, k, v, member, chunk)
+    return _local_part(q, k, v, member, window)
 
 
 def check_routing(
@@ -118,65 +145,37 @@ def check_routing(
         raise ValueError(f"alpha must be floating point, got {alpha.dtype}")
 
 
-def pack_blocks(member: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """Positions of the members of each block of `size` positions, packed to the front.
-
-    member: bool [B, T]. Returns pos [B, n, P] (int64 positions, n = ceil(T / size), P the
-    largest member count of any block) and valid [B, n, P]; padding slots hold the block's
-    first position.
-    """
-    B, T = member.shape
-    n = -(-T // size)
-    blocks = F.pad(member, (0, n * size - T)).view(B, n, size)  # [B, n, size]
-    count = blocks.sum(-1)  # [B, n]
-    P = int(count.max())
-    rank = blocks.cumsum(-1) - 1  # [B, n, size]: slot of each member within its block
-    slot = torch.where(blocks, rank, P)  # non-members go to a spill column, dropped below
-    offset = torch.arange(size, device=member.device).expand(B, n, size)
-    packed = offset.new_zeros(B, n, P + 1).scatter_(2, slot, offset)[..., :P]  # [B, n, P]
-    start = torch.arange(n, device=member.device)[:, None] * size  # [n, 1]
-    valid = torch.arange(P, device=member.device) < count[..., None]  # [B, n, P]
-    return torch.where(valid, packed, 0) + start, valid
+def take(x: Tensor, pos: Tensor) -> Tensor:
+    """Rows of x [B, H, T, D] at positions pos [B, *S] -> [B, H, *S, D] (strides of [H, B, *S, D])."""
+    B, H, T, D = x.shape
+    offset = torch.arange(B, device=x.device).view((B,) + (1,) * (pos.dim() - 1)) * T
+    rows = x.transpose(0, 1).reshape(H, B * T, D).index_select(1, (pos + offset).flatten())
+    return rows.view((H,) + pos.shape + (D,)).transpose(0, 1)
 
 
-def full_tiles(member: Tensor, tile: int) -> tuple[Tensor, Tensor, list[tuple[int, int]]]:
-    """Full-routed positions in order, cut into tiles of `tile` queries.
-
-    member: bool [B, T]. Returns pos [B, N] (N the largest member count over the batch), valid
-    [B, N] and, per tile, (p0, p1): the first and last position any of its queries has. Padding
-    queries take their tile's last position, so they stay inside the tile's key range.
-    """
-    pos, valid = (x[:, 0] for x in pack_blocks(member, member.shape[1]))  # [B, N]
-    B, N = pos.shape
-    n_tiles = -(-N // tile)
-    pad = n_tiles * tile - N
-    last = F.pad(torch.where(valid, pos, -1), (0, pad), value=-1).view(B, n_tiles, tile)
-    last = last.amax(dim=(0, 2))  # [n_tiles]
-    pos = torch.where(valid, pos, last.repeat_interleave(tile)[:N])
-    first = F.pad(pos, (0, pad), value=member.shape[1]).view(B, n_tiles, tile).amin(dim=(0, 2))
-    return pos, valid, list(zip(first.tolist(), last.tolist(), strict=True))
+def _attention_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Softmax attention (scale 1/sqrt(D), additive bias) -> out [.., L, D], lse [.., L]."""
+    if q.device.type == "cpu":
+        return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=bias)
+    if q.device.type == "cuda" and bias is None and q.dtype in (torch.float16, torch.bfloat16):
+        return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
+    # Elsewhere plain matmuls, with the softmax in at least float32.
+    scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32))
+    scores = scores * q.shape[-1] ** -0.5 + (0.0 if bias is None else bias)
+    lse = scores.logsumexp(-1)
+    return torch.exp(scores - lse[..., None]).to(q.dtype) @ v, lse
 
 
 class _AttentionLSE(torch.autograd.Function):
-    """Softmax attention that also returns the log-sum-exp of each query's scores.
+    """`_attention_lse` with a backward that also differentiates the log-sum-exp.
 
-    Forward runs the fused kernel where one exists; backward recomputes the (tile-sized)
-    probabilities so that the log-sum-exp output is differentiable too.
+    The fused kernels treat their log-sum-exp output as non-differentiable; this backward
+    recomputes the probabilities of the call ([.., L, S], one key block) instead.
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
-        if q.device.type == "cpu":
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                q, k, v, attn_mask=bias
-            )
-        elif q.device.type == "cuda" and bias is None and q.dtype in (torch.float16, torch.bfloat16):
-            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v)[:2]
-        else:
-            scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-            scores = scores if bias is None else scores + bias
-            lse = scores.float().logsumexp(-1)
-            out = torch.exp(scores - lse[..., None].to(q.dtype)) @ v
+        out, lse = _attention_lse(q, k, v, bias)
         ctx.save_for_backward(q, k, v, bias, out, lse)
         return out, lse
 
@@ -184,43 +183,62 @@ class _AttentionLSE(torch.autograd.Function):
     def backward(ctx, g_out: Tensor, g_lse: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         q, k, v, bias, out, lse = ctx.saved_tensors
         scale = q.shape[-1] ** -0.5
-        scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, L, S]
+        scores = (q @ k.transpose(-1, -2)) * scale  # [.., L, S]
         scores = scores if bias is None else scores + bias
         p = torch.exp(scores - lse[..., None].to(q.dtype))
-        row = (g_out * out).sum(-1, keepdim=True) - g_lse[..., None].to(q.dtype)  # [B, H, L, 1]
+        row = (g_out * out).sum(-1, keepdim=True) - g_lse[..., None].to(q.dtype)  # [.., L, 1]
         ds = p * (g_out @ v.transpose(-1, -2) - row) * scale
         return ds @ k, ds.transpose(-1, -2) @ q, p.transpose(-1, -2) @ g_out, None
 
 
 def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    out, lse = _AttentionLSE.apply(q, k, v, bias)
-    return out, lse
+    """(out, lse) of softmax attention; through `_AttentionLSE` only when autograd needs it."""
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        return _AttentionLSE.apply(q, k, v, bias)
+    return _attention_lse(q, k, v, bias)
 
 
-def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor, **_: int) -> tuple[Tensor, ...]:
-    """Causal softmax attention for the full-routed queries. Returns o [B, H, N, D], pos, valid."""
+def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Causal softmax attention for the full-routed queries. Returns o [B, H, R, D], pos, valid.
+
+    Keys go in blocks of `full_block(T)`. Block j is attended by its own queries (causal mask)
+    and, unmasked, by all later queries in one call; each query's parts are then merged by
+    their log-sum-exp.
+    """
     B, H, T, D = q.shape
-    pos, valid, bounds = full_tiles(member, FULL_TILE)  # [B, N]
-    qg = q[torch.arange(B, device=q.device)[:, None, None], torch.arange(H)[:, None], pos[:, None]]
-    outs = []
-    for j, (p0, p1) in enumerate(bounds):
-        rows = slice(j * FULL_TILE, (j + 1) * FULL_TILE)
-        qt, pt = qg[:, :, rows], pos[:, rows]  # [B, H, L, D], [B, L]
-        keys = torch.arange(p0, p1 + 1, device=q.device)  # the tile's diagonal key positions
-        bias = torch.zeros(pt.shape + keys.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill_(keys > pt[..., None], float("-inf"))[:, None]  # [B, 1, L, S]
-        o, lse = _attend(qt, k[:, :, p0 : p1 + 1], v[:, :, p0 : p1 + 1], bias)
-        if p0 > 0:  # merge with the keys before the tile, which every query sees whole
-            o_pre, lse_pre = _attend(qt, k[:, :, :p0], v[:, :, :p0])
-            total = torch.logaddexp(lse, lse_pre)
-            o = o * torch.exp(lse - total)[..., None] + o_pre * torch.exp(lse_pre - total)[..., None]
-        outs.append(o.to(q.dtype))
-    return torch.cat(outs, dim=2), pos, valid
+    size = min(full_block(T), T)
+    pos, valid, sizes = pack_groups(member, size)  # [B, R]: queries grouped by block
+    qg = take(q, pos)  # [B, H, R, D]
+    starts = [0, *itertools.accumulate(sizes)]
+    parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in sizes]  # per group: (o, lse)
+    for j in range(len(sizes)):
+        r0, r1 = starts[j], starts[j + 1]
+        keys = torch.arange(j * size, min(T, (j + 1) * size), device=q.device)
+        kj, vj = k[:, :, keys[0] : keys[-1] + 1], v[:, :, keys[0] : keys[-1] + 1]
+        if r1 > r0:  # the block's own queries: causal mask [B, 1, G, size]
+            bias = q.new_zeros(B, 1, r1 - r0, len(keys))
+            bias.masked_fill_((keys > pos[:, r0:r1, None])[:, None], float("-inf"))
+            parts[j].append(_attend(qg[:, :, r0:r1], kj, vj, bias))
+        if r1 < starts[-1]:  # every later query sees the whole block
+            o, lse = _attend(qg[:, :, r1:], kj, vj)
+            for i in range(j + 1, len(sizes)):
+                rows = slice(starts[i] - r1, starts[i + 1] - r1)
+                if sizes[i]:
+                    parts[i].append((o[:, :, rows], lse[:, :, rows]))
+    return torch.cat([_merge(p) for p in parts if p], dim=2), pos, valid
+
+
+def _merge(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
+    """Attention over the union of disjoint key sets from each set's (o, lse): [B, H, G, D]."""
+    if len(parts) == 1:
+        return parts[0][0]
+    weights = torch.softmax(torch.stack([lse for _, lse in parts]), dim=0)  # [P, B, H, G]
+    return sum(w[..., None].to(o.dtype) * o for w, (o, _) in zip(weights, parts, strict=True))
 
 
 def _local_part(
-    q: Tensor, k: Tensor, v: Tensor, member: Tensor, *, window: int, **_: int
-) -> tuple[Tensor, ...]:
+    q: Tensor, k: Tensor, v: Tensor, member: Tensor, window: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Sliding-window attention for the local queries, packed per key block.
 
     Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
@@ -229,15 +247,8 @@ def _local_part(
     w = min(window, T)
     pos, valid = pack_blocks(member, w)  # [B, n, P]
     n, P = pos.shape[1:]
-    # Keys of all batch elements back to back, after one block of zeros: block i of element b
-    # and the block before it are rows (b*n + i)*w .. +2w, an overlapping strided view.
-    buf_k, buf_v = (x.new_zeros((B * n + 1) * w, H, D) for x in (k, v))
-    for buf, x in ((buf_k, k), (buf_v, v)):
-        buf[w:].view(B, n * w, H, D)[:, :T] = x.transpose(1, 2)
-    stride = (w * H * D, D, H * D, 1)
-    kb, vb = (buf.as_strided((B * n, H, 2 * w, D), stride) for buf in (buf_k, buf_v))
-    qb = q.transpose(1, 2)[torch.arange(B, device=q.device)[:, None, None], pos]  # [B, n, P, H, D]
-    qb = qb.view(B * n, P, H, D).transpose(1, 2)  # [B*n, H, P, D]
+    kb, vb = (_block_pairs(x, w, n) for x in (k, v))  # [B*n, H, 2w, D]
+    qb = take(q, pos).transpose(0, 1).reshape(H, B * n, P, D).transpose(0, 1)  # [B*n, H, P, D]
     # Key c of block i sits at position (i - 1) * w + c; query t may see t - w < s <= t, s >= 0.
     s = (torch.arange(n, device=q.device)[:, None] - 1) * w + torch.arange(2 * w, device=q.device)
     t = pos[..., None]  # [B, n, P, 1]
@@ -246,9 +257,25 @@ def _local_part(
     return o.view(B, n, H, P, D).transpose(1, 2), pos, valid  # [B, H, n, P, D]
 
 
+def _block_pairs(x: Tensor, w: int, n: int) -> Tensor:
+    """x [B, H, T, D] -> [B*n, H, 2w, D]: block i of element b with the block before it.
+
+    Per head, the blocks of all batch elements are copied back to back after one block of
+    zeros, so the pairs are an overlapping strided view; before block 0 of element b lies
+    element b-1's last block (or the zeros), which the caller masks.
+    """
+    B, H, T, D = x.shape
+    buf = x.new_empty(H, (B * n + 1) * w, D)
+    buf[:, :w].zero_()
+    blocks = buf[:, w:].view(H, B, n * w, D)
+    blocks[:, :, :T] = x.transpose(0, 1)
+    blocks[:, :, T:].zero_()
+    return buf.as_strided((B * n, H, 2 * w, D), (w * D, (B * n + 1) * w * D, D, 1))
+
+
 def _linear_part(
-    q: Tensor, k: Tensor, v: Tensor, member: Tensor, *, chunk: int, **_: int
-) -> tuple[Tensor, ...]:
+    q: Tensor, k: Tensor, v: Tensor, member: Tensor, chunk: int
+) -> tuple[Tensor, Tensor, Tensor]:
     """Causal linear attention for the linear queries, packed per chunk.
 
     Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
@@ -257,19 +284,23 @@ def _linear_part(
     c = min(chunk, T)
     pos, valid = pack_blocks(member, c)  # [B, n, P]
     n, P = pos.shape[1:]
-    pad = n * c - T
-    kf = F.pad(feature_map(k), (0, 0, 0, pad)).view(B, H, n, c, D)  # padded keys are 0
-    va = F.pad(torch.cat([v, torch.ones_like(v[..., :1])], -1), (0, 0, 0, pad))
-    va = va.view(B, H, n, c, D + 1)  # values with a ones column: the normaliser rides along
+    kf, vc = F.elu(k).add_(1.0), v
+    if n * c > T:  # padded keys are 0 in kf, so they add nothing
+        kf, vc = (F.pad(x, (0, 0, 0, n * c - T)) for x in (kf, vc))
+    kf, vc = kf.view(B, H, n, c, D), vc.reshape(B, H, n, c, D)
 
-    # Running state before chunk i: sum of the states of chunks < i (the last one is unused).
-    states = kf[:, :, :-1].transpose(-1, -2) @ va[:, :, :-1]  # [B, H, n-1, D, D+1]
-    prev = F.pad(states.cumsum(2), (0, 0, 0, 0, 1, 0))  # [B, H, n, D, D+1]
+    # Running state before chunk i: the states of chunks < i, summed by a strictly
+    # lower-triangular [n, n] matmul (on CPU faster than cumsum plus a shift).
+    before = torch.ones(n, n, dtype=q.dtype, device=q.device).tril(-1)  # [n, n]
+    states = (kf.transpose(-1, -2) @ vc).view(B, H, n, D * D)  # phi(K_c)^T V_c
+    prev = (before @ states).view(B, H, n, D, D)  # [B, H, n, D, D]
+    prev_norm = before @ kf.sum(-2)  # [B, H, n, D]: sum of phi(k) before the chunk
 
-    bidx = torch.arange(B, device=q.device)[:, None, None, None]
-    qf = feature_map(q[bidx, torch.arange(H)[:, None, None], pos[:, None]])  # [B, H, n, P, D]
-    scores = qf @ kf.transpose(-1, -2)  # [B, H, n, P, c]
+    qf = F.elu(take(q, pos)).add_(1.0)  # [B, H, n, P, D]
     key_pos = torch.arange(n * c, device=q.device).view(n, 1, c)
-    scores = scores.masked_fill((key_pos > pos[..., None])[:, None], 0.0)
-    num = scores @ va + qf @ prev  # [B, H, n, P, D+1]
-    return num[..., :D] / (num[..., D:] + LINEAR_EPS), pos, valid
+    causal = (key_pos <= pos[..., None]).to(q.dtype)[:, None]  # [B, 1, n, P, c]
+    scores = (qf @ kf.transpose(-1, -2)).mul_(causal)  # [B, H, n, P, c]
+    inter = (qf @ prev).view(-1, P, D)  # [B*H*n, P, D]
+    num = torch.baddbmm(inter, scores.view(-1, P, c), vc.view(-1, c, D)).view(B, H, n, P, D)
+    den = (qf @ prev_norm[..., None]).add_(scores.sum(-1, keepdim=True))  # [B, H, n, P, 1]
+    return num.div_(den.add_(LINEAR_EPS)), pos, valid

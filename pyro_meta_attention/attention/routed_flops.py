@@ -1,17 +1,81 @@
-"""FLOPs executed by `routed_attention`, and the dense causal baseline they are compared to.
+"""The packing plan of `routed_attention`, the FLOPs it executes, and the dense baseline.
+
+The plan (`full_block`, `pack_blocks`, `pack_groups`) depends on the assignment alone, so the
+executed FLOPs are known before anything runs.
 
 Counts are of matrix products only, 2 FLOPs per multiply-add, every computed entry counted:
 padding slots, masked-but-computed scores and the linear running state included. Gathers,
-scatters, masks, feature maps, exponentials, sums and the prefix sum over chunk states are not
-matrix products and count 0. An attention call with L queries and S keys counts as the full
+scatters, masks, feature maps, exponentials and sums are not matrix products and count 0 (the
+linear state's prefix over chunks is a triangular matmul and counts). An attention call with L queries and S keys counts as the full
 L x S square, 4 * D * L * S per (batch, head), which is what executes for a masked kernel.
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .routed import FULL_TILE, N_MECHANISMS, full_tiles, pack_blocks
+N_MECHANISMS = 3  # full, linear, local: the order of `MECHANISMS`
+
+
+def full_block(T: int) -> int:
+    """Key block of the full mechanism at sequence length T: a power of two near 8 sqrt(T).
+
+    Masked work on the diagonal blocks grows with the block, merging the per-block parts of
+    each query with the number of blocks; 8 sqrt(T) (256 at T = 1024, 512 at T = 4096) was
+    fastest on CPU.
+    """
+    return max(64, 1 << round(math.log2(8 * math.sqrt(max(T, 1)))))
+
+
+def pack_blocks(member: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Positions of the members of each block of `size` positions, packed to the front.
+
+    member: bool [B, T]. Returns pos [B, n, P] (int64 positions, n = ceil(T / size), P the
+    largest member count of any block) and valid [B, n, P]; padding slots hold the block's
+    first position.
+    """
+    B, T = member.shape
+    n = -(-T // size)
+    blocks = F.pad(member, (0, n * size - T)).view(B, n, size)  # [B, n, size]
+    count = blocks.sum(-1)  # [B, n]
+    P = int(count.max())
+    rank = blocks.cumsum(-1) - 1  # [B, n, size]: slot of each member within its block
+    slot = torch.where(blocks, rank, P)  # non-members go to a spill column, dropped below
+    offset = torch.arange(size, device=member.device).expand(B, n, size)
+    packed = offset.new_zeros(B, n, P + 1).scatter_(2, slot, offset)[..., :P]  # [B, n, P]
+    start = torch.arange(n, device=member.device)[:, None] * size  # [n, 1]
+    valid = torch.arange(P, device=member.device) < count[..., None]  # [B, n, P]
+    return torch.where(valid, packed, 0) + start, valid
+
+
+def pack_groups(member: Tensor, size: int) -> tuple[Tensor, Tensor, list[int]]:
+    """Members in position order, grouped by blocks of `size` positions, groups padded to the
+    batch's fullest block (ragged: no padding at all when B = 1).
+
+    member: bool [B, T]. Returns pos [B, R] (R = sum of the group sizes), valid [B, R] and the
+    group sizes; padding rows hold their block's first position.
+    """
+    B, T = member.shape
+    n = -(-T // size)
+    blocks = F.pad(member, (0, n * size - T)).view(B, n, size)  # [B, n, size]
+    count = blocks.sum(-1)  # [B, n]
+    sizes = count.amax(0)  # [n]
+    first_row = sizes.cumsum(0) - sizes  # [n]
+    R = int(sizes.sum())
+    rank = blocks.cumsum(-1) - 1  # [B, n, size]
+    slot = torch.where(blocks, first_row[:, None] + rank, R).flatten(1)  # [B, n*size]
+    block_start = torch.arange(n, device=member.device) * size
+    pos = block_start.repeat_interleave(sizes, output_size=R).expand(B, R)
+    pos = F.pad(pos, (0, 1)).scatter(
+        1, slot, torch.arange(n * size, device=member.device).expand(B, -1)
+    )
+    group = torch.arange(n, device=member.device).repeat_interleave(sizes, output_size=R)  # [R]
+    in_group = torch.arange(R, device=member.device) - first_row[group]  # [R]
+    return pos[:, :R], in_group < count[:, group], sizes.tolist()
 
 
 def routed_flops(
@@ -21,12 +85,11 @@ def routed_flops(
     head_dim: int,
     window: int,
     chunk: int,
-    tile: int = FULL_TILE,
 ) -> dict[str, int]:
     """FLOPs `routed_attention` executes for assignment [B, T] (values -1..2; -1 is soft).
 
     Returns {"full", "linear", "local", "total"}; "linear" includes the running state over all
-    tokens. `tile` must match the tile size `routed_attention` uses (`FULL_TILE`).
+    tokens.
     """
     if assignment.dim() != 2:
         raise ValueError(f"assignment must be [B, T], got shape {tuple(assignment.shape)}")
@@ -39,16 +102,19 @@ def routed_flops(
     members = [(assignment == m) | soft for m in range(N_MECHANISMS)]
 
     if bool(members[0].any()):
-        pos, _, bounds = full_tiles(members[0], tile)
-        rows = [min(tile, pos.shape[1] - j * tile) for j in range(len(bounds))]
-        pairs = sum(L * (p1 + 1) for L, (_, p1) in zip(rows, bounds, strict=True))
-        flops["full"] = 4 * D * pairs * B * H  # prefix and diagonal parts: keys 0..p1
+        size = min(full_block(T), T)
+        sizes = pack_groups(members[0], size)[2]
+        later = sum(sizes)  # queries from block j on: block j's own, then all later ones
+        for j, own in enumerate(sizes):
+            pairs = later * (min(T, (j + 1) * size) - j * size)
+            flops["full"] += 4 * D * pairs * B * H
+            later -= own
 
     if bool(members[1].any()):
         c = min(chunk, T)
         n, P = pack_blocks(members[1], c)[0].shape[1:]
-        state = 2 * (n - 1) * c * D * (D + 1)  # phi(K)^T [V, 1] of every chunk but the last
-        query = 2 * n * P * (c * D + c * (D + 1) + D * (D + 1))  # scores, @ [V, 1], @ state
+        state = 2 * n * c * D * D + 2 * n * n * (D * D + D)  # chunk states; their prefix
+        query = 2 * n * P * (2 * c * D + D * D + D)  # scores, @ V, phi(q) @ state, @ norm
         flops["linear"] = (state + query) * B * H
 
     if bool(members[2].any()):
@@ -68,4 +134,3 @@ def dense_full_flops(B: int, T: int, n_head: int, head_dim: int) -> int:
     torch 2.13).
     """
     return B * n_head * 4 * head_dim * T * (T + 1) // 2
-

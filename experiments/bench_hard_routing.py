@@ -1,0 +1,174 @@
+"""Hard-routed attention against dense causal attention: counted FLOPs and wall clock.
+
+    python experiments/bench_hard_routing.py                       # CPU, T = 1024 and 4096
+    python experiments/bench_hard_routing.py --device cuda         # adds T = 16384, 32768
+    python experiments/bench_hard_routing.py --mix 25/50/25 --T 4096 --json out.json
+    python experiments/bench_hard_routing.py --smoke               # tiny, for tests
+
+Each token is routed iid (seeded) to full / linear / local with the mix's percentages. For each
+(T, mix): counted_cost_ratio = routed_flops / dense_full_flops (the FLOPs the routed kernels
+execute over dense causal attention's T(T+1)/2 query-key pairs); wall_ratio = median time of
+`routed_attention` / median time of dense causal `full_attention`, the two timed interleaved in
+one loop (forward only, inference mode, after warm-up); efficiency = counted_cost_ratio /
+wall_ratio, the share of the counted saving realised on the clock (1.0 = all of it). Each
+mechanism's routed part is timed too (ms_full, ms_linear, ms_local), in the same loop.
+
+On CPU it runs one thread by default (--threads 0: torch's default): the machines this was
+written on have 2 cores shared with other jobs. --malloc-top-pad-mb N asks glibc to keep N MB
+of freed heap mapped: by default glibc hands the routed path's many short-lived buffers back to
+the OS after each call and page-faults them in again on the next (a caching allocator such as
+jemalloc or tcmalloc avoids this too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pyro_meta_attention.attention import MECHANISMS, full_attention
+from pyro_meta_attention.attention.routed import routed_attention, routed_mechanism
+from pyro_meta_attention.attention.routed_flops import dense_full_flops, routed_flops
+
+DEFAULT_MIXES = ("100/0/0", "25/50/25", "10/45/45", "0/50/50")
+B, H, D, WINDOW, CHUNK = 1, 8, 64, 128, 64
+
+
+def parse_mix(text: str) -> tuple[float, float, float]:
+    """'25/50/25' -> full / linear / local shares summing to 1."""
+    parts = text.split("/")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"mix must be FULL/LINEAR/LOCAL percentages, got {text!r}")
+    try:
+        shares = tuple(float(x) for x in parts)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"mix must be numbers, got {text!r}") from err
+    if min(shares) < 0 or abs(sum(shares) - 100) > 1e-6:
+        raise argparse.ArgumentTypeError(f"mix percentages must be >= 0 and sum to 100: {text!r}")
+    return tuple(x / 100 for x in shares)  # type: ignore[return-value]
+
+
+def random_assignment(shares: tuple[float, ...], T: int, seed: int) -> torch.Tensor:
+    """iid routing [B, T] int64 with P(mechanism m) = shares[m], seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.multinomial(torch.tensor(shares), B * T, replacement=True, generator=gen)
+    return draws.view(B, T)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds per call of each fn, all timed round-robin in one loop."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_one(T: int, mix: str, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+    shares = parse_mix(mix)
+    gen = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(B, H, T, D, generator=gen).to(device, dtype) for _ in range(3))
+    assignment = random_assignment(shares, T, seed=T + 1)
+    flops = routed_flops(assignment, n_head=H, head_dim=D, window=WINDOW, chunk=CHUNK)
+    dense_flops = dense_full_flops(B, T, H, D)
+    assignment = assignment.to(device)
+
+    fns: dict[str, Callable[[], object]] = {
+        "dense": lambda: full_attention(q, k, v),
+        "routed": lambda: routed_attention(q, k, v, assignment, window=WINDOW, chunk=CHUNK),
+    }
+    for m, name in enumerate(MECHANISMS):
+        member = assignment == m
+        if bool(member.any()):
+            fns[name] = lambda m=m, member=member: routed_mechanism(
+                m, q, k, v, member, window=WINDOW, chunk=CHUNK
+            )
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    with torch.inference_mode():
+        med = time_interleaved(fns, repeats, warmup=min(2, repeats), sync=sync)
+
+    counted = flops["total"] / dense_flops
+    wall = med["routed"] / med["dense"]
+    row = {
+        "device": device.type,
+        "T": T,
+        "mix": mix,
+        "counted_cost_ratio": counted,
+        "wall_ratio": wall,
+        "efficiency": counted / wall,
+        "ms_dense": 1e3 * med["dense"],
+        "ms_routed": 1e3 * med["routed"],
+    }
+    for name in MECHANISMS:
+        row[f"ms_{name}"] = 1e3 * med[name] if name in med else 0.0
+        row[f"counted_{name}"] = flops[name] / dense_flops
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
+    p.add_argument("--mix", nargs="+", default=list(DEFAULT_MIXES), help="FULL/LINEAR/LOCAL %%")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--repeats", type=int, default=9, help="timed calls per variant")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
+    p.add_argument("--malloc-top-pad-mb", type=int, default=0, help="glibc M_TOP_PAD, MB")
+    p.add_argument("--smoke", action="store_true", help="tiny T, 1 repeat")
+    p.add_argument("--json", default=None, help="write the rows here")
+    a = p.parse_args(argv)
+    for mix in a.mix:
+        parse_mix(mix)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but CUDA is not available")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.malloc_top_pad_mb and not ctypes.CDLL("libc.so.6").mallopt(-2, a.malloc_top_pad_mb << 20):
+        p.error("mallopt(M_TOP_PAD) failed")  # -2 is M_TOP_PAD in glibc's malloc.h
+    lengths = a.T or ([1024, 4096, 16384, 32768] if a.device == "cuda" else [1024, 4096])
+    repeats = a.repeats
+    if a.smoke:
+        lengths, repeats = [min(a.T or [300])], 1
+    device = torch.device(a.device)
+    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
+
+    rows = []
+    header = f"{'T':>6} {'mix':>9} {'counted':>8} {'wall':>6} {'eff':>5} {'dense ms':>9} {'routed ms':>9}"
+    print(
+        f"{device.type}, {dtype}, B={B} H={H} D={D} window={WINDOW} chunk={CHUNK}, "
+        f"{torch.get_num_threads()} threads, malloc top pad {a.malloc_top_pad_mb} MB"
+    )
+    print(header + "   full / linear / local ms")
+    for T in lengths:
+        for mix in a.mix:
+            row = bench_one(T, mix, device, dtype, repeats)
+            row.update(dtype=str(dtype), threads=torch.get_num_threads(), repeats=repeats)
+            row.update(malloc_top_pad_mb=a.malloc_top_pad_mb, torch=torch.__version__)
+            rows.append(row)
+            print(
+                f"{T:>6} {mix:>9} {row['counted_cost_ratio']:8.3f} {row['wall_ratio']:6.3f} "
+                f"{row['efficiency']:5.2f} {row['ms_dense']:9.1f} {row['ms_routed']:9.1f}   "
+                f"{row['ms_full']:.1f} / {row['ms_linear']:.1f} / {row['ms_local']:.1f}",
+                flush=True,
+            )
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
