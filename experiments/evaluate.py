@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None, help="default: the corpus the checkpoint trained on")
     p.add_argument("--policy", nargs="+", default=["soft", "hard"])
     p.add_argument("--sweep", action="store_true", help="transition curve over thresholds")
-    p.add_argument("--batches", type=int, default=4, help="held-out batches")
+    p.add_argument(
+        "--batches", type=int, default=None, help="held-out batches (default: as trained)"
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant")
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -106,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     batches = [
         (x.to(a.device), y.to(a.device))
         for x, y in val_windows(
-            corpus.val, config.train.batch_size, config.model.block_size, a.batches
+            corpus.val,
+            config.train.batch_size,
+            config.model.block_size,
+            a.batches or config.train.val_batches,
         )
     ]
     cost_model = cost_model_for(config.model)

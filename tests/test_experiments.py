@@ -91,3 +91,41 @@ def test_elbo_variance_smoke(tmp_path):
         (i, e) for i in ("prior", "random") for e in ("trace", "meanfield")
     }
     assert all(r["total_variance"] >= 0 for r in rows)
+
+
+def test_evaluate_smoke_with_sweep(tmp_path):
+    out = tmp_path / "eval"
+    proc = run(
+        "evaluate.py",
+        "--smoke",
+        "--policy",
+        "soft",
+        "hard",
+        "threshold:0.5",
+        "budget:0.5",
+        "--sweep",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / "evaluation.json").read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["soft", "hard", "threshold:0.5", "budget:0.5"]
+    keys = {"val_nats_per_token", "projected_cost", "counted_cost", "wall_ratio", "hard_fraction"}
+    for r in rows:
+        assert keys <= set(r)
+    soft, hard = rows[0], rows[1]
+    assert soft["hard_fraction"] == 0.0 and hard["hard_fraction"] == 1.0
+    assert hard["counted_cost"] < soft["counted_cost"]  # hard routing executes fewer FLOPs
+    curve = json.loads((out / "transition.json").read_text())["rows"]
+    fractions = [r["hard_fraction"] for r in curve]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert (out / "transition.png").stat().st_size > 10_000
+
+
+def test_evaluate_bad_inputs_exit_2(tmp_path):
+    proc = run("evaluate.py", "--checkpoint", str(tmp_path / "missing.pt"))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    proc = run("evaluate.py", "--smoke", "--policy", "sometimes")
+    assert proc.returncode == 2 and "bad policy" in proc.stderr

@@ -212,3 +212,15 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
         assert {"device", "T", "mix", "counted_cost_ratio", "wall_ratio", "efficiency"} <= set(row)
         assert row["efficiency"] == pytest.approx(row["counted_cost_ratio"] / row["wall_ratio"])
     assert rows[1]["ms_full"] == 0.0 and rows[1]["counted_full"] == 0.0
+
+
+def test_non_contiguous_inputs_as_the_network_passes_them() -> None:
+    # RoutedAttention splits one [B, T, 3, H, D] projection with a permute: strided q, k, v.
+    gen = torch.Generator().manual_seed(3)
+    qkv_packed = torch.randn(B, 100, 3, H, D, generator=gen, dtype=torch.float64)
+    q, k, v = qkv_packed.permute(2, 0, 3, 1, 4)
+    assert not q.is_contiguous()
+    assignment, alpha = random_routing(100, (0.2, 0.3, 0.3, 0.2), seed=4)
+    got = routed_attention(q, k, v, assignment, alpha, window=16, chunk=16)
+    want = dense_mixture(q, k, v, assignment, alpha, 16, 16)
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)

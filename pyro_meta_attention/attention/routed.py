@@ -67,6 +67,7 @@ def routed_attention(
     Returns [B, H, T, D].
     """
     check_routing(q, k, v, assignment, alpha, window=window, chunk=chunk)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the packing below views memory
     B, H, T, D = q.shape
     soft = assignment == -1  # [B, T]
     mix = alpha is not None and bool(soft.any())
