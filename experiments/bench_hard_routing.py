@@ -42,7 +42,21 @@ B, H, D, WINDOW, CHUNK = 1, 8, 64, 128, 64
 
 
 def parse_mix(text: str) -> tuple[float, float, float]:
-    """'25/50/25' -> full / linear / local shares summing to 1."""
+    """'25/50/25' -> full / linear / local shares summing to 1.
+
+    'learned:PATH' takes the argmax routing shares of a trained run: PATH is its folder or its
+    summary.json (`routing_share`, pooled over layers).
+    """
+    if text.startswith("learned:"):
+        path = Path(text.removeprefix("learned:"))
+        path = path / "summary.json" if path.is_dir() else path
+        try:
+            shares = json.loads(path.read_text())["routing_share"]
+        except (OSError, ValueError, KeyError) as err:
+            raise argparse.ArgumentTypeError(
+                f"cannot read routing_share from {path}: {err}"
+            ) from err
+        return tuple(float(x) for x in shares)  # type: ignore[return-value]
     parts = text.split("/")
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"mix must be FULL/LINEAR/LOCAL percentages, got {text!r}")
@@ -129,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc-top-pad-mb", type=int, default=0, help="glibc M_TOP_PAD, MB")
     p.add_argument("--smoke", action="store_true", help="tiny T, 1 repeat")
     p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--plot", default=None, help="write a PNG of the table here")
     a = p.parse_args(argv)
     for mix in a.mix:
-        parse_mix(mix)
+        try:
+            parse_mix(mix)
+        except argparse.ArgumentTypeError as err:
+            p.error(str(err))
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
     if a.threads:
@@ -167,7 +185,40 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+    if a.plot:
+        plot(rows, Path(a.plot))
     return 0
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    """Counted-cost and wall-clock ratios per (T, mix), efficiency written above each pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"T={r['T']}\n{r['mix'].removeprefix('learned:')[-18:]}" for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
+    ax.bar(
+        [i - 0.2 for i in x], [r["counted_cost_ratio"] for r in rows], 0.4, label="counted FLOPs"
+    )
+    ax.bar([i + 0.2 for i in x], [r["wall_ratio"] for r in rows], 0.4, label="wall clock")
+    for i, r in enumerate(rows):
+        top = max(r["counted_cost_ratio"], r["wall_ratio"])
+        ax.text(i, top + 0.03, f"eff {r['efficiency']:.2f}", ha="center", fontsize=8)
+    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(list(x), labels, fontsize=7)
+    ax.set_ylabel("hard-routed / dense causal full attention")
+    r0 = rows[0]
+    ax.set_title(
+        f"Hard-routed attention vs dense ({r0['device']}, {r0['dtype']}, {r0['threads']} thread(s));"
+        " mix = full/linear/local %"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 nvidia-smi -L | tee "$OUT/gpu.txt"
 python3 -c "import torch, pyro; print('torch', torch.__version__, 'pyro', pyro.__version__)" \
     | tee -a "$OUT/gpu.txt"
-python3 experiments/train_svi.py --device cuda --steps 300 --out "$OUT/cuda_run" --no-progress \
+python3 experiments/train_svi.py --device cuda --out "$OUT/cuda_run" --no-progress \
     2>&1 | tee "$OUT/train_cuda.log"
 if [ -f experiments/bench_hard_routing.py ]; then
     timeout 300 python3 experiments/bench_hard_routing.py --device cuda \
-        --json "$OUT/bench_hard_routing_cuda.json" 2>&1 | tee "$OUT/bench_cuda.log"
+        --json "$OUT/bench_hard_routing_cuda.json" --plot "$OUT/bench_hard_routing_cuda.png" 2>&1 | tee "$OUT/bench_cuda.log"
 fi
