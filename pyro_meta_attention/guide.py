@@ -14,7 +14,8 @@ lgamma terms lose float32 precision. A smooth squash keeps gradients alive at th
 clamping would cut.
 
 With the `none` prior the same network emits router logits and the guide is a Delta at
-softmax(logits): a deterministic router trained by maximum likelihood.
+softmax(logits): a deterministic router trained by maximum likelihood. With a `fixed-*` prior
+the guide is a Delta at the prior's corner (its network is unused).
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ class RoutingGuide(PyroModule):
         features = torch.cat([e, ctx, salience, pos[..., None]], dim=-1)  # [B, T, 2E + 2]
         return self.mlp(features).view(B, T, self.n_layer, -1)
 
+    def router_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic routing [B, T, L, M]: softmax of the router, or the prior's fixed corner."""
+        fixed = self.prior.fixed_weights()
+        if fixed is None:
+            return torch.softmax(self.raw(x), dim=-1)
+        like = self.emb.weight
+        return fixed.to(like).expand(*x.shape, self.n_layer, fixed.numel())
+
     def concentration(self, x: torch.Tensor) -> torch.Tensor:
         """Dirichlet concentration [B, T, L, M] in [floor, cap] (Bayesian priors only)."""
         lo, hi = math.log(self.config.floor), math.log(self.config.cap)
@@ -88,7 +97,7 @@ class RoutingGuide(PyroModule):
     def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
         """E_q[alpha]: [B, T, L, M] (for `none`: the deterministic router's weights)."""
         if self.prior.deterministic:
-            return torch.softmax(self.raw(x), dim=-1)
+            return self.router_weights(x)
         a = self.concentration(x)
         return a / a.sum(-1, keepdim=True)
 
@@ -102,10 +111,7 @@ class RoutingGuide(PyroModule):
     ) -> list[torch.Tensor]:
         """Sample every routing site; returns n_layer x alpha [B, T, M] (tau: model-side only)."""
         B, T = x.shape
-        if self.prior.deterministic:
-            params = torch.softmax(self.raw(x), dim=-1)
-        else:
-            params = self.concentration(x)
+        params = self.router_weights(x) if self.prior.deterministic else self.concentration(x)
         alphas = []
         with token_plates(B, T, mask):
             for layer in range(self.n_layer):

@@ -219,7 +219,7 @@ def summarise(result: FitResult, cost, step_times: list[float]) -> dict[str, Any
     with torch.no_grad():
         val_nats = soft_val_nats(model, guide, batches)
         stats = routing_stats(guide, torch.cat([x for x, _ in batches]))
-    learned, verdict = routing_learned(stats)
+    learned, verdict = routing_learned(stats, guide.prior)
     return {
         "prior": result.config.prior.name,
         "steps": tc.steps,

@@ -25,6 +25,7 @@ from torch.distributions import Dirichlet, kl_divergence
 
 from .guide import RoutingGuide
 from .model import RoutingModel
+from .priors import RoutingPrior
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -74,9 +75,11 @@ def soft_val_nats(
     return total / count
 
 
-def routing_learned(stats: dict[str, object]) -> tuple[bool, str]:
+def routing_learned(stats: dict[str, object], prior: RoutingPrior) -> tuple[bool, str]:
     """A plain verdict: did the posterior move away from the prior, and does it vary per token?"""
     spread = float(stats["token_spread"])
+    if prior.fixed_weights() is not None:
+        return False, f"fixed routing ({prior.name}): nothing to learn"
     if stats["kl"] is None:
         varied = spread > 0.02
         return varied, (

@@ -32,41 +32,29 @@ class RoutedAttention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
         return q, k, v
 
-    def mechanism_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Every mechanism's attention core on x [B, T, C] -> [B, T, M, C] (before projection)."""
-        q, k, v = self.heads(x)
-        cores = [
-            run_mechanism(m, q, k, v, window=self.config.window, chunk=self.config.chunk)
-            for m in MECHANISMS
-        ]  # M x [B, H, T, D]
-        B, H, T, D = q.shape
-        return torch.stack(cores, dim=2).permute(0, 3, 2, 1, 4).reshape(B, T, len(cores), H * D)
-
     def forward(
         self, x: torch.Tensor, alpha: torch.Tensor, assignment: torch.Tensor | None = None
     ) -> torch.Tensor:
         """x [B, T, C], alpha [B, T, M] on the simplex -> [B, T, C].
 
-        Without `assignment` every mechanism runs and is mixed (soft routing). With an
+        Without `assignment` the mechanisms are mixed (soft routing); a mechanism whose weight is
+        zero for every token is skipped (single-mechanism models run one core). With an
         assignment [B, T] int64 (m = hard-routed to m, -1 = soft), each query runs only its
         mechanism (`attention.routed_attention`); soft tokens are mixed with alpha.
         """
+        q, k, v = self.heads(x)
+        sizes = {"window": self.config.window, "chunk": self.config.chunk}
+        alpha = alpha.to(q.dtype)
         if assignment is None:
-            outs = self.mechanism_outputs(x)  # [B, T, M, C]
-            mixed = torch.einsum("btm,btmc->btc", alpha.to(outs.dtype), outs)
-        else:
-            q, k, v = self.heads(x)
-            o = routed_attention(
-                q,
-                k,
-                v,
-                assignment,
-                alpha.to(q.dtype),
-                window=self.config.window,
-                chunk=self.config.chunk,
+            active = (alpha.detach() != 0).flatten(0, -2).any(0).tolist()  # [M]
+            o = sum(
+                alpha[:, None, :, m, None] * run_mechanism(name, q, k, v, **sizes)
+                for m, name in enumerate(MECHANISMS)
+                if active[m]
             )  # [B, H, T, D]
-            mixed = o.transpose(1, 2).reshape(x.shape)
-        return self.proj(mixed)
+        else:
+            o = routed_attention(q, k, v, assignment, alpha, **sizes)  # [B, H, T, D]
+        return self.proj(o.transpose(1, 2).reshape(x.shape))
 
 
 class MLP(nn.Module):

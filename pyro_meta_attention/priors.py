@@ -6,6 +6,8 @@ same thing across priors. Adding a prior is one class plus one `@register_prior(
 - `compute-dirichlet`: a = kappa · softmax(-lambda · c): cheaper mechanisms get more mass.
 - `symmetric-dirichlet`: a = kappa / M for every mechanism (kappa = M is uniform on the simplex).
 - `sparse-dirichlet`: symmetric with a = kappa / M < 1, which favours the simplex corners.
+- `fixed-full`, `fixed-linear`, `fixed-local`: single-mechanism reference models. A point mass
+  (Delta) on one corner in both model and guide: no routing, no KL, the same code path.
 - `none`: the paper's prior-free baseline. An improper flat density (log p = 0) in the model and
   a deterministic softmax router (a Delta) in the guide, so the ELBO reduces to the
   log-likelihood: maximum likelihood on the same network and code path, with zero KL.
@@ -20,6 +22,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import constraints
 
+from .attention import MECHANISMS
 from .config import PriorConfig
 
 PRIORS: dict[str, type[RoutingPrior]] = {}
@@ -63,6 +66,10 @@ class RoutingPrior(ABC):
     @abstractmethod
     def concentration(self) -> torch.Tensor | None:
         """a: [M] float64 Dirichlet concentration, or None for an improper prior."""
+
+    def fixed_weights(self) -> torch.Tensor | None:
+        """alpha [M] float64 if the routing is fixed (single-mechanism models), else None."""
+        return None
 
     def mean(self) -> torch.Tensor | None:
         """E[alpha]: [M] float64, or None for an improper prior."""
@@ -136,6 +143,32 @@ class NoPrior(RoutingPrior):
 
     def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
         return dist.ImproperUniform(constraints.simplex, tuple(batch_shape), (self.n_mechanisms,))
+
+
+class FixedMechanism(RoutingPrior):
+    """Every token routed to one mechanism: alpha = e_m, a point mass in model and guide."""
+
+    deterministic = True
+    mechanism = 0  # index into MECHANISMS, set per registered subclass
+
+    def concentration(self) -> None:
+        return None
+
+    def fixed_weights(self) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor(self.mechanism), self.n_mechanisms).double()
+
+    def mean(self) -> torch.Tensor:
+        return self.fixed_weights()
+
+    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
+        corner = self.fixed_weights().to(like).expand(*batch_shape, self.n_mechanisms)
+        return dist.Delta(corner, event_dim=1)
+
+
+for _index, _name in enumerate(MECHANISMS):
+    register_prior(f"fixed-{_name}")(
+        type(f"Fixed{_name.title()}", (FixedMechanism,), {"mechanism": _index})
+    )
 
 
 def make_prior(config: PriorConfig, cost: torch.Tensor) -> RoutingPrior:

@@ -19,7 +19,9 @@ def batch(seed=0):
     return sample_batch(data, B, T, g)
 
 
-@pytest.mark.parametrize("prior", ["compute-dirichlet", "symmetric-dirichlet", "none"])
+@pytest.mark.parametrize(
+    "prior", ["compute-dirichlet", "symmetric-dirichlet", "none", "fixed-linear"]
+)
 def test_model_and_guide_sites_agree(prior):
     config = smoke_config(prior={"name": prior})
     model, guide = build(config)
@@ -127,3 +129,19 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(p1, p2)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_fixed_mechanism_model_runs_only_that_mechanism(monkeypatch):
+    import pyro_meta_attention.network as network
+
+    model, guide = build(smoke_config(prior={"name": "fixed-local"}))
+    x, y = batch()
+    ran = []
+    real = network.run_mechanism
+    monkeypatch.setattr(
+        network, "run_mechanism", lambda name, *a, **k: ran.append(name) or real(name, *a, **k)
+    )
+    loss = make_elbo("meanfield")(model, guide)(x, y)
+    assert set(ran) == {"local"} and torch.isfinite(loss)
+    alphas = guide(x, y)
+    assert all(torch.equal(a, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3)) for a in alphas)

@@ -17,8 +17,11 @@ def test_every_prior_has_simplex_support_and_shapes(name):
     like = torch.zeros((), dtype=torch.float32)
     d = prior.distribution(torch.Size([2, 5]), like)
     assert d.batch_shape == (2, 5) and d.event_shape == (3,)
-    assert d.support is constraints.simplex or d.support == constraints.simplex
+    if prior.fixed_weights() is None:  # a Delta's support is its value's real space
+        assert d.support is constraints.simplex or d.support == constraints.simplex
     alpha = torch.softmax(torch.randn(2, 5, 3), -1)
+    if prior.fixed_weights() is not None:  # a point mass: finite only at its corner
+        alpha = prior.fixed_weights().float().expand(2, 5, 3)
     lp = d.log_prob(alpha)
     assert lp.shape == (2, 5) and torch.isfinite(lp).all()
     if not prior.deterministic:
@@ -86,3 +89,12 @@ def test_registering_a_prior_is_one_class():
             register_prior("test-corner")(Corner)
     finally:
         PRIORS.pop("test-corner")
+
+
+@pytest.mark.parametrize("m,name", list(enumerate(["full", "linear", "local"])))
+def test_fixed_priors_are_point_masses(m, name):
+    prior = make_prior(PriorConfig(name=f"fixed-{name}"), COST)
+    assert prior.deterministic and prior.concentration() is None
+    assert torch.equal(prior.mean(), torch.nn.functional.one_hot(torch.tensor(m), 3).double())
+    d = prior.distribution(torch.Size([4]), torch.zeros(()))
+    assert torch.equal(d.sample(), prior.mean().float().expand(4, 3))
