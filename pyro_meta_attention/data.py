@@ -5,6 +5,9 @@ The built-in corpus is the running interpreter's own standard library: every `.p
 and cut at `max_bytes`. Every Python install has it, so nothing is downloaded; it differs between
 Python versions, which is why each run records the corpus sha256.
 
+`synthetic:recall` names the built-in routing-validity task (`tasks.py`): generated, seeded,
+with a known class per position (`Corpus.val_classes`).
+
 Split: the first (1 - val_fraction) of the bytes train, the last val_fraction validate (one
 contiguous cut, no shuffling). Training windows start at uniformly random offsets drawn from a
 seeded generator; validation windows are the consecutive non-overlapping windows from the start
@@ -21,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .tasks import RECALL_TASK, recall_corpus
+
 BUILTIN = "builtin:stdlib"
 
 
@@ -34,6 +39,7 @@ class Corpus:
     train: torch.Tensor  # [N_train] uint8
     val: torch.Tensor  # [N_val] uint8
     sha256: str  # of the bytes used (after the cap)
+    val_classes: torch.Tensor | None = None  # [N_val] uint8 token classes (synthetic tasks)
 
     @property
     def n_bytes(self) -> int:
@@ -83,7 +89,11 @@ def load_corpus(
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    data = builtin_bytes(max_bytes) if path is None else read_bytes(path, max_bytes)
+    classes = None
+    if path == RECALL_TASK:
+        data, classes = recall_corpus(max_bytes)
+    else:
+        data = builtin_bytes(max_bytes) if path is None else read_bytes(path, max_bytes)
     name = BUILTIN if path is None else str(path)
     if not data:
         raise CorpusError(f"corpus is empty: {name}")
@@ -101,6 +111,7 @@ def load_corpus(
         train=tensor[: len(data) - n_val],
         val=tensor[len(data) - n_val :],
         sha256=hashlib.sha256(data).hexdigest(),
+        val_classes=None if classes is None else classes[len(data) - n_val :],
     )
 
 
@@ -114,14 +125,26 @@ def sample_batch(
     return windows[:, :-1], windows[:, 1:]
 
 
+def _val_index(n: int, batch_size: int, block_size: int, max_batches: int) -> torch.Tensor:
+    """[N, T+1] positions of consecutive non-overlapping windows from the start of a split."""
+    count = min((n - 1) // block_size, batch_size * max_batches)
+    return torch.arange(count)[:, None] * block_size + torch.arange(block_size + 1)
+
+
 def val_windows(
     split: torch.Tensor, batch_size: int, block_size: int, max_batches: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive non-overlapping windows from the start of `split`, as (x, y) batches [B, T]."""
-    n = min((split.numel() - 1) // block_size, batch_size * max_batches)
-    idx = torch.arange(n)[:, None] * block_size + torch.arange(block_size + 1)  # [n, T+1]
-    windows = split[idx].long()
+    windows = split[_val_index(split.numel(), batch_size, block_size, max_batches)].long()
     return [
         (windows[i : i + batch_size, :-1], windows[i : i + batch_size, 1:])
-        for i in range(0, n, batch_size)
+        for i in range(0, windows.shape[0], batch_size)
     ]
+
+
+def val_window_classes(
+    classes: torch.Tensor, batch_size: int, block_size: int, max_batches: int
+) -> list[torch.Tensor]:
+    """The class [B, T] of every input position of the `val_windows` batches."""
+    windows = classes[_val_index(classes.numel(), batch_size, block_size, max_batches)][:, :-1]
+    return [windows[i : i + batch_size] for i in range(0, windows.shape[0], batch_size)]

@@ -1,0 +1,83 @@
+"""A synthetic routing-validity task with a known answer: key-value recall inside local filler.
+
+Each segment of the byte stream is
+
+    a=3;q=7;m=0;x=5;e=9;k=2;        key=value pairs (distinct lowercase keys, digit values)
+    QRTQRTQRTQRTQRTQRTQRTQ⏎         filler: a random 2-5 letter motif repeated (24-64 bytes)
+    ?q>7⏎?e>9⏎?a>3⏎                 queries: the value of an earlier key
+
+Predicting the byte after '>' needs the pair written tens of bytes earlier, beyond a small
+local window: only attention over the whole prefix (full) can do it exactly. Filler bytes are
+predictable from the last few bytes: local attention suffices. A token's class is that of the
+prediction made at its position (routing at t decides how x_{t+1} is predicted):
+
+- recall (2): x_t is '>' and x_{t+1} is the recalled value;
+- filler (1): x_t and x_{t+1} both lie inside a filler run;
+- other (0): everything else (pairs, punctuation, query keys).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+RECALL_TASK = "synthetic:recall"
+CLASS_NAMES = ("other", "filler", "recall")
+OTHER, FILLER, RECALL = range(3)
+
+
+def recall_corpus(
+    n_bytes: int,
+    seed: int = 0,
+    n_pairs: int = 6,
+    filler: tuple[int, int] = (24, 64),
+    n_queries: int = 3,
+) -> tuple[bytes, torch.Tensor]:
+    """(data, classes): n_bytes of the task and the class [n_bytes] uint8 of each position."""
+    if not 1 <= n_queries <= n_pairs <= 26:
+        raise ValueError(f"need 1 <= n_queries <= n_pairs <= 26, got {n_queries}, {n_pairs}")
+    rng = random.Random(seed)
+    out, classes = bytearray(), bytearray()
+
+    def emit(text: str, cls: int) -> None:
+        out.extend(text.encode())
+        classes.extend([cls] * len(text))
+
+    while len(out) < n_bytes:
+        keys = rng.sample("abcdefghijklmnopqrstuvwxyz", n_pairs)
+        values = {k: rng.choice("0123456789") for k in keys}
+        emit("".join(f"{k}={values[k]};" for k in keys), OTHER)
+        motif = "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ") for _ in range(rng.randint(2, 5)))
+        run = (motif * 64)[: rng.randint(*filler)]
+        emit(run[:-1], FILLER)  # the last filler byte predicts the newline: "other"
+        emit(run[-1] + "\n", OTHER)
+        for k in rng.sample(keys, n_queries):
+            emit(f"?{k}", OTHER)
+            emit(">", RECALL)
+            emit(f"{values[k]}\n", OTHER)
+    return bytes(out[:n_bytes]), torch.tensor(list(classes[:n_bytes]), dtype=torch.uint8)
+
+
+def class_shares(
+    alpha_bar: torch.Tensor, classes: torch.Tensor
+) -> dict[str, dict[str, list[float] | int]]:
+    """Per token class: argmax routing shares [M] and mean alpha_bar [M], pooled over layers.
+
+    alpha_bar: [B, T, L, M]; classes: [B, T] (values in CLASS_NAMES order).
+    """
+    M = alpha_bar.shape[-1]
+    out: dict[str, dict[str, list[float] | int]] = {}
+    for c, name in enumerate(CLASS_NAMES):
+        sel = alpha_bar[classes == c]  # [N, L, M]
+        flat = sel.reshape(-1, M).double()
+        if flat.numel() == 0:
+            out[name] = {"tokens": 0, "argmax_share": [0.0] * M, "mean_alpha": [0.0] * M}
+            continue
+        share = torch.bincount(flat.argmax(-1), minlength=M).double() / flat.shape[0]
+        out[name] = {
+            "tokens": int(sel.shape[0]),
+            "argmax_share": share.tolist(),
+            "mean_alpha": flat.mean(0).tolist(),
+        }
+    return out
