@@ -18,6 +18,7 @@ optional soft-to-hard schedule raises the hardening threshold tau (`routing.hard
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -48,6 +49,7 @@ from .network import RoutedTransformer
 from .priors import make_prior
 from .routing import hardening_tau
 
+logger = logging.getLogger(__name__)
 ELBOS = {"meanfield": TraceMeanField_ELBO, "trace": Trace_ELBO}
 
 
@@ -160,46 +162,55 @@ def fit(
     result = FitResult(config, model, guide, corpus)
     step_times: list[float] = []
     bar = tqdm(range(tc.steps), desc=f"svi {config.prior.name}", disable=not progress)
-    for step in bar:
-        beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
-        for group in optimizer.param_groups:
-            group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
-        t0 = time.perf_counter()
-        tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
-        loss = elbo(x, y, beta=beta, tau=tau)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            list(model.parameters()) + list(guide.parameters()), tc.grad_clip
-        )
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        step_times.append(time.perf_counter() - t0)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"non-finite loss {loss_value} at step {step}")
-        if step % tc.log_every == 0 or step == tc.steps - 1:
-            with torch.no_grad():
-                stats = routing_stats(guide, x)
-            kl = stats["kl"] or 0.0
-            row = {
-                "step": step,
-                "loss": loss_value,
-                "nats_per_token": loss_value - beta * kl,
-                "beta": beta,
-                **stats,
-            }
-            result.history.append(row)
-            if out_dir is not None:
-                append_metrics(out_dir, row)
-            bar.set_postfix(
-                loss=f"{loss_value:.3f}",
-                kl=f"{kl:.3f}",
-                share="/".join(f"{s:.2f}" for s in stats["routing_share"]),
+    step = 0
+    try:
+        for step in bar:
+            beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
+            for group in optimizer.param_groups:
+                group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
+            t0 = time.perf_counter()
+            tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
+            loss = elbo(x, y, beta=beta, tau=tau)
+            logging = step % tc.log_every == 0 or step == tc.steps - 1
+            if logging:  # before the update, so that kl is the KL term inside this step's loss
+                with torch.no_grad():
+                    stats = routing_stats(guide, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                list(model.parameters()) + list(guide.parameters()), tc.grad_clip
             )
-        x, y = batch()
-
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            step_times.append(time.perf_counter() - t0)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(f"non-finite loss {loss_value} at step {step}")
+            if logging:
+                kl = stats["kl"] or 0.0
+                row = {
+                    "step": step,
+                    "loss": loss_value,
+                    "nats_per_token": loss_value - beta * kl,
+                    "beta": beta,
+                    "tau": tau,
+                    **stats,
+                }
+                result.history.append(row)
+                if out_dir is not None:
+                    append_metrics(out_dir, row)
+                bar.set_postfix(
+                    loss=f"{loss_value:.3f}",
+                    kl=f"{kl:.3f}",
+                    share="/".join(f"{s:.2f}" for s in stats["routing_share"]),
+                )
+            x, y = batch()
+    except KeyboardInterrupt:
+        if out_dir is not None:  # keep what was trained; the summary is not written
+            save_checkpoint(out_dir / CHECKPOINT_FILE, config, model, guide, step)
+            logger.warning("interrupted at step %d: checkpoint saved to %s", step, out_dir)
+        raise
     result.summary = summarise(result, cost, step_times)
     if out_dir is not None:
         save_checkpoint(out_dir / CHECKPOINT_FILE, config, model, guide, tc.steps)

@@ -145,3 +145,21 @@ def test_fixed_mechanism_model_runs_only_that_mechanism(monkeypatch):
     assert set(ran) == {"local"} and torch.isfinite(loss)
     alphas = guide(x, y)
     assert all(torch.equal(a, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3)) for a in alphas)
+
+
+def test_interrupted_fit_keeps_a_checkpoint(tmp_path, monkeypatch):
+    import pyro_meta_attention.infer as infer
+
+    real = infer.hardening_tau
+
+    def interrupt_at_step_3(step, *args):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(step, *args)
+
+    monkeypatch.setattr(infer, "hardening_tau", interrupt_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(smoke_config(), out=tmp_path, progress=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 3
+    assert not (tmp_path / "summary.json").exists()
