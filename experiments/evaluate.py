@@ -56,6 +56,7 @@ def plot_transition(rows: list[dict], path: Path, title: str) -> None:
         )
     ax2.set_xlabel("counted attention cost (dense full = 1)")
     ax2.set_ylabel("held-out nats / token")
+    ax2.set_title("loss vs counted cost (point labels: threshold)", fontsize=9)
     ax2.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
