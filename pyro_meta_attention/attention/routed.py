@@ -11,7 +11,8 @@ mechanism. Per mechanism:
           queries; each query's per-block parts are merged by their log-sum-exp. No mask or
           score matrix is ever larger than (queries) x (one block).
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
-          the fullest block) and attend to that block and the previous one (2w keys, masked).
+          the fullest block) and attend to that block and the previous one (up to 2w keys,
+          masked), read in place from k and v.
 - linear: the chunk states phi(K_c)^T V_c and normalisers of all tokens (their exclusive prefix
           sum over chunks is the running state), then per chunk the packed linear queries read
           the state before their chunk and attend, quadratically, to their own chunk's keys.
@@ -242,36 +243,51 @@ def _local_part(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Sliding-window attention for the local queries, packed per key block.
 
-    Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
+    Block i's queries attend keys (i - 1) w .. (i + 1) w, read in place through a strided view
+    of k and v (no copies); block 0 and a partial last block, whose windows would leave
+    [0, T), get calls of their own. Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
     """
     B, H, T, D = q.shape
     w = min(window, T)
     pos, valid = pack_blocks(member, w)  # [B, n, P]
     n, P = pos.shape[1:]
-    kb, vb = (_block_pairs(x, w, n) for x in (k, v))  # [B*n, H, 2w, D]
-    qb = take(q, pos).transpose(0, 1).reshape(H, B * n, P, D).transpose(0, 1)  # [B*n, H, P, D]
-    # Key c of block i sits at position (i - 1) * w + c; query t may see t - w < s <= t, s >= 0.
-    s = (torch.arange(n, device=q.device)[:, None] - 1) * w + torch.arange(2 * w, device=q.device)
-    t = pos[..., None]  # [B, n, P, 1]
-    allowed = (s[:, None] <= t) & (s[:, None] > t - w) & (s[:, None] >= 0)  # [B, n, P, 2w]
-    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=allowed.view(B * n, 1, P, 2 * w))
-    return o.view(B, n, H, P, D).transpose(1, 2), pos, valid  # [B, H, n, P, D]
+    k, v = k.contiguous(), v.contiguous()
+    qb = _take_blocks(q, pos)  # [n, B*H, P, D]
+    inside = T // w  # blocks 1 .. inside - 1 have both their keys blocks inside [0, T)
+    spans = [(0, 1, 0, w if n > 1 else T)]  # (first block, end block, first key, keys per block)
+    if inside >= 2:
+        spans.append((1, inside, 0, 2 * w))
+    if n > max(inside, 1):
+        spans.append((n - 1, n, (n - 2) * w, T - (n - 2) * w))
+    outs = []
+    for i0, i1, start, length in spans:
+        kb, vb = (_windows(x, i1 - i0, start, length, w) for x in (k, v))  # [nb, B*H, L, D]
+        s = start + torch.arange(i1 - i0, device=q.device)[:, None] * w
+        s = (s + torch.arange(length, device=q.device))[:, None, None]  # [nb, 1, 1, L]
+        t = pos[:, i0:i1, :, None].transpose(0, 1)  # [nb, B, P, 1]
+        bias = torch.where((s <= t) & (s > t - w), 0.0, float("-inf")).to(q.dtype)
+        bias = bias[:, :, None].expand(-1, -1, H, -1, -1).reshape(i1 - i0, -1, P, length)
+        outs.append(F.scaled_dot_product_attention(qb[i0:i1], kb, vb, attn_mask=bias))
+    o = torch.cat(outs) if len(outs) > 1 else outs[0]  # [n, B*H, P, D]
+    return o.view(n, B, H, P, D).permute(1, 2, 0, 3, 4), pos, valid
 
 
-def _block_pairs(x: Tensor, w: int, n: int) -> Tensor:
-    """x [B, H, T, D] -> [B*n, H, 2w, D]: block i of element b with the block before it.
+def _take_blocks(x: Tensor, pos: Tensor) -> Tensor:
+    """Rows of x [B, H, T, D] at positions pos [B, n, P] -> [n, B*H, P, D], contiguous."""
+    B, H, T, D = x.shape
+    head_start = (torch.arange(B * H, device=x.device) * T).view(B, H, 1, 1)
+    index = (head_start + pos[:, None]).permute(2, 0, 1, 3)  # [n, B, H, P]
+    rows = x.reshape(B * H * T, D).index_select(0, index.flatten())
+    return rows.view(pos.shape[1], B * H, pos.shape[2], D)
 
-    Per head, the blocks of all batch elements are copied back to back after one block of
-    zeros, so the pairs are an overlapping strided view; before block 0 of element b lies
-    element b-1's last block (or the zeros), which the caller masks.
+
+def _windows(x: Tensor, count: int, start: int, length: int, w: int) -> Tensor:
+    """[count, B*H, length, D] view of x [B, H, T, D] (contiguous): window j holds rows
+    start + j w .. start + j w + length - 1 of every (batch, head); all must lie inside [0, T).
     """
     B, H, T, D = x.shape
-    buf = x.new_empty(H, (B * n + 1) * w, D)
-    buf[:, :w].zero_()
-    blocks = buf[:, w:].view(H, B, n * w, D)
-    blocks[:, :, :T] = x.transpose(0, 1)
-    blocks[:, :, T:].zero_()
-    return buf.as_strided((B * n, H, 2 * w, D), (w * D, (B * n + 1) * w * D, D, 1))
+    size, stride = (count, B * H, length, D), (w * D, T * D, D, 1)
+    return x.as_strided(size, stride, x.storage_offset() + start * D)
 
 
 def _linear_part(
@@ -295,13 +311,25 @@ def _linear_part(
     before = torch.ones(n, n, dtype=q.dtype, device=q.device).tril(-1)  # [n, n]
     states = (kf.transpose(-1, -2) @ vc).view(B, H, n, D * D)  # phi(K_c)^T V_c
     prev = (before @ states).view(B, H, n, D, D)  # [B, H, n, D, D]
+    del states
     prev_norm = before @ kf.sum(-2)  # [B, H, n, D]: sum of phi(k) before the chunk
 
-    qf = F.elu(take(q, pos)).add_(1.0)  # [B, H, n, P, D]
+    qf = _phi_(take(q, pos))  # [B, H, n, P, D]
     key_pos = torch.arange(n * c, device=q.device).view(n, 1, c)
     causal = (key_pos <= pos[..., None]).to(q.dtype)[:, None]  # [B, 1, n, P, c]
     scores = (qf @ kf.transpose(-1, -2)).mul_(causal)  # [B, H, n, P, c]
     inter = (qf @ prev).view(-1, P, D)  # [B*H*n, P, D]
-    num = torch.baddbmm(inter, scores.view(-1, P, c), vc.view(-1, c, D)).view(B, H, n, P, D)
+    del prev
+    # + scores @ V_c; in place (out=, which FlopCounterMode counts) unless autograd needs it
+    out = None if torch.is_grad_enabled() and inter.requires_grad else inter
+    num = torch.baddbmm(inter, scores.view(-1, P, c), vc.view(-1, c, D), out=out)
+    num = num.view(B, H, n, P, D)
     den = (qf @ prev_norm[..., None]).add_(scores.sum(-1, keepdim=True))  # [B, H, n, P, 1]
     return num.div_(den.add_(LINEAR_EPS)), pos, valid
+
+
+def _phi_(x: Tensor) -> Tensor:
+    """The feature map of `linear_attention`, elu(x) + 1; in place unless autograd needs x."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return F.elu(x).add_(1.0)
+    return F.elu_(x).add_(1.0)

@@ -120,7 +120,8 @@ def routed_flops(
     if bool(members[2].any()):
         w = min(window, T)
         n, P = pack_blocks(members[2], w)[0].shape[1:]
-        flops["local"] = 4 * D * n * P * 2 * w * B * H
+        keys = sum(min(T, (i + 1) * w) - max(0, (i - 1) * w) for i in range(n))  # their windows
+        flops["local"] = 4 * D * P * keys * B * H
 
     return {**flops, "total": sum(flops.values())}
 
