@@ -1,0 +1,190 @@
+"""Phase 1: every routing model, same network, data, steps and seeds; table, ablation, figures.
+
+    python experiments/phase1.py                               # cpu budget, built-in corpus
+    python experiments/phase1.py --data synthetic:recall       # routing-validity task
+    python experiments/phase1.py --data ../shared/data/tinyshakespeare.txt
+    python experiments/phase1.py --budget gpu                  # larger model on a CUDA device
+    python experiments/phase1.py --budget smoke --out /tmp/p1  # tiny, a few minutes
+
+Runs go to OUT/<corpus-tag>/<model>/seed<k>/ and OUT/<corpus-tag>/ablation/lam<λ>-kap<κ>/seed<k>/
+(each: config.json, metrics.jsonl, checkpoint.pt, summary.json, phase1_eval.json); a finished
+run is reused, so an interrupted study resumes. The table goes to RESULTS/phase1-<tag>.md and
+.json, the figures to FIGURES/phase1-<tag>-{shares,training,transition,pareto,tokens}.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from phase1_figures import (
+    pareto_figure,
+    shares_figure,
+    token_figure,
+    training_figure,
+    transition_figure,
+)
+from tqdm.auto import tqdm
+
+from pyro_meta_attention.checkpoint import versions
+from pyro_meta_attention.data import Corpus, CorpusError, load_corpus
+from pyro_meta_attention.study import (
+    BUDGETS,
+    MODELS,
+    PAPER,
+    Budget,
+    aggregate,
+    corpus_tag,
+    load_history,
+    plan,
+    results_markdown,
+    run_one,
+    token_map,
+    transition_rows,
+)
+
+DEFAULT_OUT = "runs/phase1"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--budget", default="cpu", choices=sorted(BUDGETS))
+    p.add_argument(
+        "--data", default=None, help="corpus file or synthetic:recall (default: built-in)"
+    )
+    p.add_argument("--out", default=DEFAULT_OUT, help="root of the run folders")
+    p.add_argument(
+        "--results", default=None, help="table folder (default experiments/results; smoke: --out)"
+    )
+    p.add_argument("--figures", default=None, help="figure folder (default figures; smoke: --out)")
+    p.add_argument("--no-ablation", action="store_true", help="skip the λ × κ grid")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def machine(budget: Budget) -> str:
+    if budget.device == "cuda":
+        return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+    return (
+        f"CPU ({torch.get_num_threads()} threads), {platform.machine()}, torch {torch.__version__}"
+    )
+
+
+def describe(
+    budget: Budget, corpus: Corpus, command: str, n_runs: int, wall_s: float
+) -> dict[str, Any]:
+    m = budget.model
+    return {
+        "title": f"Phase 1 — routing models on `{corpus.name}` ({budget.name} budget)",
+        "model": f"byte-level, T = {m.block_size}, C = {m.n_embd}, {m.n_layer} layers, "
+        f"{m.n_head} heads, window {m.window}, linear chunk {m.chunk}",
+        "data": f"`{corpus.name}`, {corpus.n_bytes:,} bytes (sha256 {corpus.sha256[:12]}…), "
+        f"last 10% held out; evaluation on {budget.val_batches} × {budget.batch_size} windows",
+        "training": f"{budget.steps} SVI steps, batch {budget.batch_size}, TraceMeanField_ELBO, "
+        f"KL warm-up {budget.kl_anneal} steps",
+        "seeds": f"{budget.seeds} per model, {budget.ablation_seeds} per ablation point",
+        "machine": f"{machine(budget)}; {n_runs} runs in {wall_s / 60:.1f} min",
+        "command": command,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    a = parse_args(raw)
+    budget = BUDGETS[a.budget]
+    try:
+        if budget.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("the gpu budget needs CUDA, but torch.cuda.is_available() is False")
+        corpus = load_corpus(a.data, budget.model.block_size, budget.max_bytes)
+    except (CorpusError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tag = corpus_tag(a.data)
+    smoke = a.budget == "smoke"
+    root = Path(a.out) / tag
+    results = Path(a.results or (a.out if smoke else "experiments/results"))
+    figures = Path(a.figures or (a.out if smoke else "figures"))
+    runs, skipped = plan(budget, a.data, ablation=not a.no_ablation)
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    bar = tqdm(runs, desc=f"phase1 {tag}", disable=a.no_progress)
+    for run in bar:
+        bar.set_postfix_str(run.path)
+        row = run_one(
+            run.config,
+            root / run.path,
+            run.label,
+            corpus,
+            samples=budget.samples,
+            repeats=budget.repeats,
+        )
+        rows.append(row | {"ablation": run.ablation})
+    models = aggregate([r for r in rows if not r["ablation"]])
+    ablation = aggregate([r for r in rows if r["ablation"]]) + skipped
+    command = "python experiments/phase1.py " + shlex.join(x for x in raw if x != "--no-progress")
+    meta = describe(budget, corpus, command.strip(), len(runs), time.perf_counter() - t0)
+    markdown = results_markdown(models, ablation, meta)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"phase1-{tag}.md").write_text(markdown)
+    record = {
+        "meta": meta,
+        "versions": versions(),
+        "budget": budget.name,
+        "paper": PAPER,
+        "models": models,
+        "ablation": ablation,
+        "runs": rows,
+    }
+    (results / f"phase1-{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    make_figures(figures, tag, root, corpus, budget, models, ablation)
+    print(markdown)
+    return 0
+
+
+def make_figures(
+    figures: Path,
+    tag: str,
+    root: Path,
+    corpus: Corpus,
+    budget: Budget,
+    models: list[dict[str, Any]],
+    ablation: list[dict[str, Any]],
+) -> None:
+    """The five Phase-1 figures into `figures` as phase1-<tag>-<what>.png."""
+    figures.mkdir(parents=True, exist_ok=True)
+    name = corpus.name
+
+    def path(what: str) -> Path:
+        return figures / f"phase1-{tag}-{what}.png"
+
+    shares_figure(
+        models, path("shares"), f"Argmax routing share per layer ({name}, mean over seeds)"
+    )
+    histories = {
+        label: [load_history(root / label / f"seed{s}") for s in range(budget.seeds)]
+        for label in MODELS
+    }
+    training_figure(histories, path("training"), f"Routing during SVI ({name}, mean over seeds)")
+    curves = {
+        label: transition_rows(root / label / "seed0", corpus, budget.device)
+        for label in ("compute-dirichlet", "none")
+    }
+    transition_figure(curves, path("transition"), f"Soft-to-hard transition ({name}, seed 0)")
+    pareto_figure(models, ablation, path("pareto"), f"Cost vs loss under hard routing ({name})")
+    tokens = token_map(
+        root / "compute-dirichlet" / "seed0", corpus, samples=max(32, budget.samples)
+    )
+    token_figure(
+        tokens, path("tokens"), f"compute-dirichlet, seed 0: routing of held-out bytes ({name})"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
