@@ -38,17 +38,15 @@ from pyro_meta_attention.data import Corpus, CorpusError, load_corpus
 from pyro_meta_attention.study import (
     BUDGETS,
     MODELS,
-    PAPER,
     Budget,
-    aggregate,
     corpus_tag,
     load_history,
     plan,
-    results_markdown,
     run_one,
     token_map,
     transition_rows,
 )
+from pyro_meta_attention.study_report import PAPER, aggregate, results_markdown
 
 DEFAULT_OUT = "runs/phase1"
 

@@ -1,6 +1,6 @@
 """Phase-1 figures (matplotlib, Agg): shares, training curves, transition, Pareto, token map.
 
-Each function takes plain data (aggregated rows from `study.aggregate`, metrics.jsonl rows,
+Each function takes plain data (aggregated rows from `study_report.aggregate`, metrics.jsonl rows,
 transition rows, a `study.token_map` dict) and writes one titled PNG.
 """
 

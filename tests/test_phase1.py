@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro_meta_attention.study import BUDGETS, MODELS, PAPER, aggregate, plan, results_markdown
+from pyro_meta_attention.study import BUDGETS, MODELS, plan
+from pyro_meta_attention.study_report import PAPER, aggregate, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("shares", "training", "transition", "pareto", "tokens")
