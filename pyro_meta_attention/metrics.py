@@ -38,6 +38,7 @@ def routing_stats(guide: RoutingGuide, x: torch.Tensor) -> dict[str, object]:
     prior = guide.prior
     M = prior.n_mechanisms
     mean = guide.posterior_mean(x).double()  # [B, T, L, M]
+    mean = mean / mean.sum(-1, keepdim=True)  # exactly on the simplex in float64 (H <= log M)
     flat = mean.reshape(-1, M)
     share = torch.bincount(flat.argmax(-1), minlength=M).double() / flat.shape[0]
     stats: dict[str, object] = {
