@@ -59,7 +59,7 @@ def test_guide_initialised_at_prior_has_near_zero_kl():
     q = Dirichlet(guide.concentration(x).double())
     p = Dirichlet(model.prior.concentration())
     # the init squashes the prior into [floor, cap] via a float32 logit: KL ~ 1e-10 or less
-    assert float(kl_divergence(q, p).max()) < 1e-6
+    assert float(kl_divergence(q, p).max().detach()) < 1e-6
 
 
 def test_mask_and_scale_reach_both_sides():
