@@ -3,7 +3,7 @@
     python experiments/phase1.py                               # cpu budget, built-in corpus
     python experiments/phase1.py --data synthetic:recall       # routing-validity task
     python experiments/phase1.py --data ../shared/data/tinyshakespeare.txt
-    python experiments/phase1.py --budget gpu                  # larger model on a CUDA device
+    python experiments/phase1.py --budget gpu --jobs 8         # larger model on a CUDA device
     python experiments/phase1.py --budget smoke --out /tmp/p1  # tiny, a few minutes
 
 Runs go to OUT/<corpus-tag>/<model>/seed<k>/ and OUT/<corpus-tag>/ablation/lam<λ>-kap<κ>/seed<k>/
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from pyro_meta_attention.study import (
     BUDGETS,
     MODELS,
     Budget,
+    Run,
     corpus_tag,
     load_history,
     plan,
@@ -64,6 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--figures", default=None, help="figure folder (default figures; smoke: --out)")
     p.add_argument("--no-ablation", action="store_true", help="skip the λ × κ grid")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each in its own process (default 1; wall-clock ratios are "
+        "then measured under each other's load)",
+    )
     return p.parse_args(argv)
 
 
@@ -98,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(raw)
     budget = BUDGETS[a.budget]
     try:
+        if a.jobs < 1:
+            raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
         if budget.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("the gpu budget needs CUDA, but torch.cuda.is_available() is False")
         corpus = load_corpus(a.data, budget.model.block_size, budget.max_bytes)
@@ -110,20 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(a.results or (a.out if smoke else "experiments/results"))
     figures = Path(a.figures or (a.out if smoke else "figures"))
     runs, skipped = plan(budget, a.data, ablation=not a.no_ablation)
-    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    bar = tqdm(runs, desc=f"phase1 {tag}", disable=a.no_progress)
-    for run in bar:
-        bar.set_postfix_str(run.path)
-        row = run_one(
-            run.config,
-            root / run.path,
-            run.label,
-            corpus,
-            samples=budget.samples,
-            repeats=budget.repeats,
-        )
-        rows.append(row | {"ablation": run.ablation})
+    rows = run_all(runs, root, corpus, budget, a.jobs, f"phase1 {tag}", not a.no_progress)
     models = aggregate([r for r in rows if not r["ablation"]])
     ablation = aggregate([r for r in rows if r["ablation"]]) + skipped
     command = "python experiments/phase1.py " + shlex.join(x for x in raw if x != "--no-progress")
@@ -144,6 +144,53 @@ def main(argv: list[str] | None = None) -> int:
     make_figures(figures, tag, root, corpus, budget, models, ablation)
     print(markdown)
     return 0
+
+
+def run_all(
+    runs: list[Run],
+    root: Path,
+    corpus: Corpus,
+    budget: Budget,
+    jobs: int,
+    desc: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """`run_one` for every run, `jobs` at a time in spawned processes; rows in plan order."""
+
+    def call(run: Run) -> tuple[Any, ...]:
+        return (
+            run.config,
+            root / run.path,
+            run.label,
+            corpus,
+            False,
+            budget.samples,
+            budget.repeats,
+        )
+
+    bar = tqdm(total=len(runs), desc=desc, disable=not progress)
+    if jobs == 1:
+        rows = []
+        for run in runs:
+            bar.set_postfix_str(run.path)
+            rows.append(run_one(*call(run)) | {"ablation": run.ablation})
+            bar.update()
+        bar.close()
+        return rows
+    threads = max(1, torch.get_num_threads() // jobs) if budget.device == "cpu" else 1
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+    with ProcessPoolExecutor(
+        jobs, context, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as pool:
+        futures = {pool.submit(run_one, *call(run)): i for i, run in enumerate(runs)}
+        done: dict[int, dict[str, Any]] = {}
+        for future in as_completed(futures):
+            i = futures[future]
+            done[i] = future.result() | {"ablation": runs[i].ablation}
+            bar.set_postfix_str(runs[i].path)
+            bar.update()
+    bar.close()
+    return [done[i] for i in range(len(runs))]
 
 
 def make_figures(

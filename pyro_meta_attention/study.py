@@ -87,9 +87,11 @@ BUDGETS = {
         concentrations=(3.0,), samples=4, repeats=1,
     ),
     "cpu": Budget("cpu"),
+    # Sized for one 10-minute call on a lent H200 with --jobs 8 (26 runs x 1,500 steps; the
+    # default model measured 0.028 s/step there, launch-bound); not yet run on a GPU.
     "gpu": Budget(
-        "gpu", ModelConfig(block_size=512, n_layer=4, n_head=8, n_embd=256, window=64, chunk=64),
-        steps=4000, batch_size=32, warmup=100, kl_anneal=500, log_every=50, samples=16,
+        "gpu", ModelConfig(block_size=256, n_layer=4, n_head=8, n_embd=256, window=32, chunk=32),
+        steps=1500, batch_size=32, warmup=100, kl_anneal=300, log_every=25, samples=16,
         repeats=5, device="cuda",
     ),
 }
@@ -178,10 +180,11 @@ def load_run(
 def _trained(
     config: RunConfig, out: Path, corpus: Corpus, progress: bool
 ) -> tuple[RoutingModel, RoutingGuide, str]:
-    """Reuse a finished run with the same config, else train one."""
-    stored = _read_json(out / CONFIG_FILE)
+    """Reuse a finished run with the same config and corpus, else train one."""
+    stored = _read_json(out / CONFIG_FILE) or {}
     finished = (out / SUMMARY_FILE).is_file() and (out / CHECKPOINT_FILE).is_file()
-    if finished and stored is not None and stored.get("config") == config.to_dict():
+    same_data = stored.get("corpus", {}).get("sha256") == corpus.sha256
+    if finished and same_data and stored.get("config") == config.to_dict():
         _, model, guide = load_run(out, config.train.device)
         return model, guide, "checkpoint"
     result = fit(config, out=out, progress=progress, corpus=corpus)
@@ -249,16 +252,17 @@ def run_one(
 ) -> dict[str, Any]:
     """Train (or reuse) and evaluate one run; writes and returns `out_dir/phase1_eval.json`.
 
-    Resumable: a phase1_eval.json of the same config is returned as is ("source": "cached"); a
-    finished checkpoint of the same config is evaluated without training ("checkpoint").
+    Resumable: a phase1_eval.json of the same config and corpus (sha256) is returned as is
+    ("source": "cached"); a finished checkpoint of the same config and corpus is evaluated
+    without training ("checkpoint").
     """
     out = Path(out_dir)
-    cached = _read_json(out / EVAL_FILE)
-    if cached is not None and cached.get("config") == config.to_dict():
-        return cached | {"source": "cached"}
     if corpus is None:
         d = config.data
         corpus = load_corpus(d.path, config.model.block_size, d.max_bytes, d.val_fraction)
+    cached = _read_json(out / EVAL_FILE) or {}
+    if cached.get("config") == config.to_dict() and cached.get("corpus_sha256") == corpus.sha256:
+        return cached | {"source": "cached"}
     model, guide, source = _trained(config, out, corpus, progress)
     summary = _read_json(out / SUMMARY_FILE) or {}
     row = {
@@ -271,6 +275,7 @@ def run_one(
         **evaluate_run(model, guide, config, corpus, samples, repeats),
         "run_dir": str(out),
         "config": config.to_dict(),
+        "corpus_sha256": corpus.sha256,
         "source": source,
     }
     write_json(out / EVAL_FILE, row)

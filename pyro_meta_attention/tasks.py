@@ -1,19 +1,23 @@
-"""A synthetic routing-validity task with a known answer: key-value recall inside local filler.
+"""A synthetic routing-validity task with a known answer: recall across local filler.
 
 Each segment of the byte stream is
 
-    a=3;q=7;m=0;x=5;e=9;k=2;        key=value pairs (distinct lowercase keys, digit values)
+    q=7;                            a key=value pair (a lowercase key, a digit value)
     QRTQRTQRTQRTQRTQRTQRTQ⏎         filler: a random 2-5 letter motif repeated (24-64 bytes)
-    ?q>7⏎?e>9⏎?a>3⏎                 queries: the value of an earlier key
+    ?q>7⏎                           the query: the value written before the filler
 
-Predicting the byte after '>' needs the pair written tens of bytes earlier, beyond a small
-local window: only attention over the whole prefix (full) can do it exactly. Filler bytes are
+Predicting the byte after '>' needs the value written 24-70 bytes earlier, beyond a small local
+window: only attention over the whole prefix (full) can do it exactly. Filler bytes are
 predictable from the last few bytes: local attention suffices. A token's class is that of the
 prediction made at its position (routing at t decides how x_{t+1} is predicted):
 
 - recall (2): x_t is '>' and x_{t+1} is the recalled value;
 - filler (1): x_t and x_{t+1} both lie inside a filler run;
 - other (0): everything else (pairs, punctuation, query keys).
+
+The default is one pair and one query per segment. With two pairs (a key to match), the
+all-full model of the `cpu` Phase-1 budget (T = 128, 2 layers, 1,000 steps) did not learn the
+recall: 2.27 nats on recall tokens, chance being ln 10 = 2.30, against 1.32 with one pair.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ OTHER, FILLER, RECALL = range(3)
 def recall_corpus(
     n_bytes: int,
     seed: int = 0,
-    n_pairs: int = 6,
+    n_pairs: int = 1,
     filler: tuple[int, int] = (24, 64),
-    n_queries: int = 3,
+    n_queries: int = 1,
 ) -> tuple[bytes, torch.Tensor]:
     """(data, classes): n_bytes of the task and the class [n_bytes] uint8 of each position."""
     if not 1 <= n_queries <= n_pairs <= 26:

@@ -1,5 +1,6 @@
 """The Phase-1 study: smoke budget end to end, resumability, aggregation, the recall task."""
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyro_meta_attention.study import BUDGETS, MODELS, plan
+from pyro_meta_attention.data import load_corpus
+from pyro_meta_attention.study import BUDGETS, MODELS, plan, run_one
 from pyro_meta_attention.study_report import PAPER, aggregate, results_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,10 +67,9 @@ def test_second_run_reuses_every_run(smoke):
     assert {r["source"] for r in runs} == {"cached"}
 
 
-def test_recall_task_reports_class_shares(tmp_path):
-    proc = phase1(
-        "--budget", "smoke", "--data", "synthetic:recall", "--no-ablation", "--out", str(tmp_path)
-    )
+def test_recall_task_reports_class_shares_with_two_jobs(tmp_path):
+    args = ("--data", "synthetic:recall", "--no-ablation", "--out", str(tmp_path), "--jobs", "2")
+    proc = phase1("--budget", "smoke", *args)
     assert proc.returncode == 0, proc.stderr
     assert "Routing by token class" in proc.stdout
     record = json.loads((tmp_path / "phase1-recall.json").read_text())
@@ -79,6 +80,21 @@ def test_recall_task_reports_class_shares(tmp_path):
         assert all(abs(sum(s["mean"]) - 1) < 1e-9 for s in shares.values() if s["tokens"])
     fixed = {r["label"]: r for r in record["models"]}["fixed-full"]["class_share"]
     assert fixed["recall"]["mean"] == [1.0, 0.0, 0.0]
+    assert [(r["label"], r["seed"]) for r in record["runs"]] == [
+        (label, seed) for label in MODELS for seed in range(BUDGETS["smoke"].seeds)
+    ]
+
+
+def test_a_run_on_other_data_is_not_reused(tmp_path):
+    budget = BUDGETS["smoke"]
+    config = budget.config(MODELS["none"], seed=0, data=None)
+    corpus = load_corpus(None, budget.model.block_size, budget.max_bytes)
+    other = dataclasses.replace(corpus, train=corpus.train.flip(0), sha256="0" * 64)
+    sources = [
+        run_one(config, tmp_path, corpus=c, samples=2, repeats=1)["source"]
+        for c in (corpus, corpus, other)
+    ]
+    assert sources == ["trained", "cached", "trained"]
 
 
 @pytest.mark.parametrize("content", [None, b""])

@@ -129,11 +129,14 @@ def counted_by_torch(q, k, v, assignment, alpha, window, chunk) -> int:
 
     FlopCounterMode (torch 2.13) counts matmuls and the CUDA SDPA kernels (as the full L x S
     square) but not the CPU flash kernel; we give that one the same L x S formula, which is
-    what a masked or unmasked flash call executes.
+    what a masked or unmasked flash call executes, or with is_causal the T(T+1)/2 pairs.
     """
     cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 
-    def cpu_sdpa_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+    def cpu_sdpa_flops(q_shape, k_shape, v_shape, dropout_p=0.0, is_causal=False, **kw) -> int:
+        if is_causal:  # the dense kernel skips the key blocks above the diagonal
+            B, H, T, D = q_shape
+            return B * H * 4 * D * T * (T + 1) // 2
         return sdpa_flop_count(q_shape, k_shape, v_shape)
 
     with FlopCounterMode(display=False, custom_mapping={cpu_sdpa: cpu_sdpa_flops}) as counter:
@@ -149,6 +152,15 @@ def test_flops_match_flop_counter(T: int, window: int, chunk: int) -> None:
     flops = routed_flops(assignment, n_head=H, head_dim=D, window=window, chunk=chunk)
     assert flops["total"] == flops["full"] + flops["linear"] + flops["local"]
     assert flops["total"] == counted_by_torch(q, k, v, assignment, alpha, window, chunk)
+
+
+@pytest.mark.parametrize("T", [1, 257])
+def test_all_full_runs_the_dense_kernel(T: int) -> None:
+    all_full = torch.zeros(B, T, dtype=torch.long)
+    q, k, v = (x.detach() for x in qkv(T, dtype=torch.float32))
+    flops = routed_flops(all_full, n_head=H, head_dim=D, window=32, chunk=64)
+    assert flops["total"] == flops["full"] == dense_full_flops(B, T, H, D)
+    assert counted_by_torch(q, k, v, all_full, None, 32, 64) == flops["total"]
 
 
 @pytest.mark.parametrize("unused", range(M))
@@ -169,7 +181,9 @@ def test_flops_shrink_with_the_routed_share() -> None:
     quarter = torch.where(torch.arange(T) % 4 == 0, 0, 2)[None]
     dense = dense_full_flops(1, T, H, D)
     assert dense == H * 4 * D * T * (T + 1) // 2
-    full = routed_flops(all_full, n_head=H, head_dim=D, window=32, chunk=64)["total"]
+    assert routed_flops(all_full, n_head=H, head_dim=D, window=32, chunk=64)["total"] == dense
+    one_local = all_full.index_fill(1, torch.tensor([T - 1]), 2)
+    full = routed_flops(one_local, n_head=H, head_dim=D, window=32, chunk=64)["full"]
     assert dense < full < 1.3 * dense  # the masked halves of the diagonal blocks
     assert routed_flops(quarter, n_head=H, head_dim=D, window=32, chunk=64)["full"] < full / 3
 

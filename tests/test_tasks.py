@@ -19,10 +19,12 @@ def test_recall_corpus_is_seeded_and_answers_are_recallable():
     pairs = {}
     for t, cls in enumerate(classes.tolist()):
         if text[t] == "=" and t + 1 < len(text):
-            pairs[text[t - 1]] = text[t + 1]  # the latest value of each key
+            pairs[text[t - 1]] = (text[t + 1], t + 1)  # the latest value of each key
         if cls == RECALL and t + 1 < len(text):
             assert text[t] == ">" and text[t - 2] == "?"
-            assert text[t + 1] == pairs[text[t - 1]]  # the answer was written earlier
+            value, written = pairs[text[t - 1]]
+            assert text[t + 1] == value  # the answer was written earlier ...
+            assert t - written > 24  # ... beyond a local window of 16 or 24 bytes
     assert (classes == RECALL).sum() > 50 and (classes == FILLER).sum() > 1000
 
 

@@ -6,10 +6,10 @@ tokens (assignment m in 0..2) and alpha itself for soft tokens (assignment -1), 
 each mechanism only for its own queries. Keys and values of every token stay visible to every
 mechanism. Per mechanism:
 
-- full:   the full queries are grouped by key block of `full_block(T)` positions. Block j is
-          attended by its own queries (a causal mask) and, in one unmasked call, by all later
-          queries; each query's per-block parts are merged by their log-sum-exp. No mask or
-          score matrix is ever larger than (queries) x (one block).
+- full:   the full queries are grouped by key block of `full_block(T)` positions. Each group
+          attends its own block (a causal mask, the only mask, (group) x (one block)) and, in
+          one unmasked call, all earlier positions; the two parts are merged by their
+          log-sum-exp.
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
           the fullest block) and attend to that block and the previous one (up to 2w keys,
           masked), read in place from k and v.
@@ -17,19 +17,17 @@ mechanism. Per mechanism:
           sum over chunks is the running state), then per chunk the packed linear queries read
           the state before their chunk and attend, quadratically, to their own chunk's keys.
 
-A mechanism no token uses costs nothing. `routed_flops.py` holds the packing plan and counts the
+A mechanism no token uses costs nothing; when every token is full, the dense causal kernel runs. `routed_flops.py` holds the packing plan and counts the
 FLOPs executed here; `routed_flops` and `dense_full_flops` are re-exported from this module.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .full import check_qkv
+from .full import check_qkv, full_attention
 from .routed_flops import (
     N_MECHANISMS,
     dense_full_flops,
@@ -68,10 +66,12 @@ def routed_attention(
     Returns [B, H, T, D].
     """
     check_routing(q, k, v, assignment, alpha, window=window, chunk=chunk)
-    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the packing below views memory
-    B, H, T, D = q.shape
     soft = assignment == -1  # [B, T]
     mix = alpha is not None and bool(soft.any())
+    if not mix and bool((assignment == 0).all()):  # every token full: the dense causal kernel
+        return full_attention(q, k, v)
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the packing below views memory
+    B, H, T, D = q.shape
     # Output rows (b, h, t) flattened, plus one spare row that padding slots write to. With
     # only hard tokens every row is written exactly once, so no zero fill or accumulation.
     rows = (q.new_zeros if mix else q.new_empty)(B * H * T + 1, D)
@@ -203,39 +203,31 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> tupl
 def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Causal softmax attention for the full-routed queries. Returns o [B, H, R, D], pos, valid.
 
-    Keys go in blocks of `full_block(T)`. Block j is attended by its own queries (causal mask)
-    and, unmasked, by all later queries in one call; each query's parts are then merged by
-    their log-sum-exp.
+    The queries are grouped by key block of `full_block(T)` positions. Group i attends its own
+    block with a causal mask and, unmasked in one call, every earlier position; the two parts
+    are merged by their log-sum-exp.
     """
     B, H, T, D = q.shape
     size = min(full_block(T), T)
     pos, valid, sizes = pack_groups(member, size)  # [B, R]: queries grouped by block
     qg = take(q, pos)  # [B, H, R, D]
-    starts = [0, *itertools.accumulate(sizes)]
-    parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in sizes]  # per group: (o, lse)
-    for j in range(len(sizes)):
-        r0, r1 = starts[j], starts[j + 1]
-        keys = torch.arange(j * size, min(T, (j + 1) * size), device=q.device)
-        kj, vj = k[:, :, keys[0] : keys[-1] + 1], v[:, :, keys[0] : keys[-1] + 1]
-        if r1 > r0:  # the block's own queries: causal mask [B, 1, G, size]
-            bias = q.new_zeros(B, 1, r1 - r0, len(keys))
-            bias.masked_fill_((keys > pos[:, r0:r1, None])[:, None], float("-inf"))
-            parts[j].append(_attend(qg[:, :, r0:r1], kj, vj, bias))
-        if r1 < starts[-1]:  # every later query sees the whole block
-            o, lse = _attend(qg[:, :, r1:], kj, vj)
-            for i in range(j + 1, len(sizes)):
-                rows = slice(starts[i] - r1, starts[i + 1] - r1)
-                if sizes[i]:
-                    parts[i].append((o[:, :, rows], lse[:, :, rows]))
-    return torch.cat([_merge(p) for p in parts if p], dim=2), pos, valid
-
-
-def _merge(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """Attention over the union of disjoint key sets from each set's (o, lse): [B, H, G, D]."""
-    if len(parts) == 1:
-        return parts[0][0]
-    weights = torch.softmax(torch.stack([lse for _, lse in parts]), dim=0)  # [P, B, H, G]
-    return sum(w[..., None].to(o.dtype) * o for w, (o, _) in zip(weights, parts, strict=True))
+    outs, r0 = [], 0
+    for i, g in enumerate(sizes):
+        if g == 0:
+            continue
+        r1, k0, k1 = r0 + g, i * size, min(T, (i + 1) * size)
+        qi = qg[:, :, r0:r1]  # [B, H, G, D]
+        keys = torch.arange(k0, k1, device=q.device)
+        bias = q.new_zeros(B, 1, g, k1 - k0)  # causal mask inside the block [B, 1, G, size]
+        bias.masked_fill_((keys > pos[:, r0:r1, None])[:, None], float("-inf"))
+        o, lse = _attend(qi, k[:, :, k0:k1], v[:, :, k0:k1], bias)
+        if k0 > 0:  # every earlier position, unmasked
+            o_before, lse_before = _attend(qi, k[:, :, :k0], v[:, :, :k0])
+            share = torch.sigmoid(lse_before - lse)[..., None].to(o.dtype)  # [B, H, G, 1]
+            o = torch.lerp(o, o_before, share)
+        outs.append(o)
+        r0 = r1
+    return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], pos, valid
 
 
 def _local_part(
