@@ -29,6 +29,7 @@ from .cost import CostModel
 from .guide import RoutingGuide
 from .model import RoutingModel
 from .routing import Policy, assign, normalised_entropy
+from .tasks import CLASS_NAMES
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -59,8 +60,13 @@ def evaluate_policy(
     policy: Policy,
     cost_model: CostModel,
     repeats: int = 3,
+    classes: list[torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Held-out nats/token, the three costs, shares and entropy under one policy."""
+    """Held-out nats/token, the three costs, shares and entropy under one policy.
+
+    classes: per batch the token class [B, T] (values index CLASS_NAMES of `tasks.py`); with
+    them the result also holds "class_nats", the nats/token of each class.
+    """
     net, mc = model.net, model.net.config
     cost = cost_model.normalised().to(batches[0][0].device)
     M = len(MECHANISMS)
@@ -68,11 +74,19 @@ def evaluate_policy(
     counts = torch.zeros(M + 1, dtype=torch.float64)  # hard per mechanism, then soft
     argmax_counts = torch.zeros(M, dtype=torch.float64)
     entropy_sum, pairs = 0.0, 0
-    for x, y in batches:
+    n_classes = len(CLASS_NAMES)
+    class_nll = torch.zeros(n_classes, dtype=torch.float64)
+    class_tokens = torch.zeros(n_classes, dtype=torch.float64)
+    for i, (x, y) in enumerate(batches):
         alphas, assignments = policy_assignments(guide, x, policy, cost)
         logits = net(x, alphas, assignments)
-        nll += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
+        token_nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        nll += float(token_nll.sum())
         tokens += y.numel()
+        if classes is not None:
+            c = classes[i].flatten().long().cpu()
+            class_nll += torch.bincount(c, token_nll.double().cpu(), minlength=n_classes)
+            class_tokens += torch.bincount(c, minlength=n_classes).double()
         for alpha, a in zip(alphas, assignments, strict=True):
             routed += routed_flops(
                 a, n_head=mc.n_head, head_dim=mc.head_dim, window=mc.window, chunk=mc.chunk
@@ -105,7 +119,16 @@ def evaluate_policy(
         "counted_cost": routed / dense,
         "wall_ratio": hard_s / dense_s,
         "wall_ms": {"routed": 1000 * hard_s, "dense_full": 1000 * dense_s},
-    }
+    } | (
+        {}
+        if classes is None
+        else {
+            "class_nats": {
+                name: float(class_nll[c] / class_tokens[c]) if class_tokens[c] else None
+                for c, name in enumerate(CLASS_NAMES)
+            }
+        }
+    )
 
 
 def transition_curve(

@@ -202,8 +202,14 @@ def evaluate_run(
     """Every Phase-1 metric of a trained run on the held-out batches (JSON-serialisable)."""
     batches = eval_batches(config, corpus)
     cost_model = cost_model_for(config.model)
-    soft = evaluate_policy(model, guide, batches, Policy("soft"), cost_model, repeats)
-    hard = evaluate_policy(model, guide, batches, Policy("hard"), cost_model, repeats)
+    windows = None
+    if corpus.val_classes is not None:
+        tc = config.train
+        windows = val_window_classes(
+            corpus.val_classes, tc.batch_size, config.model.block_size, tc.val_batches
+        )
+    soft = evaluate_policy(model, guide, batches, Policy("soft"), cost_model, repeats, windows)
+    hard = evaluate_policy(model, guide, batches, Policy("hard"), cost_model, repeats, windows)
     x = torch.cat([x for x, _ in batches])  # [N, T]
     with torch.no_grad():
         stats = routing_stats(guide, x)
@@ -216,12 +222,11 @@ def evaluate_run(
         for a in alpha_bar.unbind(2)
     ]
     classes = None
-    if corpus.val_classes is not None:
-        tc = config.train
-        windows = val_window_classes(
-            corpus.val_classes, tc.batch_size, config.model.block_size, tc.val_batches
-        )
+    if windows is not None:
         classes = class_shares(alpha_bar, torch.cat(windows))
+        for name, share in classes.items():
+            share["nats_soft"] = soft["class_nats"][name]
+            share["nats_hard"] = hard["class_nats"][name]
     return {
         "val_nats_soft": soft["val_nats_per_token"],
         "val_nats_hard": hard["val_nats_per_token"],

@@ -68,6 +68,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             {
                 c: _array_mean_sd([s[c]["argmax_share"] for s in shares])
                 | {"tokens": shares[0][c]["tokens"]}
+                | {k: mean_sd([s[c].get(k) for s in shares]) for k in ("nats_soft", "nats_hard")}
                 for c in shares[0]
             }
             if shares
@@ -75,6 +76,9 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         )
         out.append(agg)
     return out
+
+
+_NONE = {"mean": None, "sd": None}
 
 
 def _fmt(m: dict[str, Any], digits: int = 3) -> str:
@@ -159,15 +163,24 @@ def results_markdown(
     with_classes = [r for r in aggregated if r.get("class_share")]
     if with_classes:
         body = [
-            [f"`{r['label']}`", c, str(s["tokens"]), _shares(s["mean"])]
+            [
+                f"`{r['label']}`",
+                c,
+                str(s["tokens"]),
+                _shares(s["mean"]),
+                _fmt(s.get("nats_soft") or _NONE),
+                _fmt(s.get("nats_hard") or _NONE),
+            ]
             for r in with_classes
             for c, s in r["class_share"].items()
         ]
         head = ["model", "token class", "tokens", f"argmax share % {mech} (layers pooled)"]
+        head += ["val nats/tok soft", "val nats/tok hard"]
         lines += ["## Routing by token class (synthetic recall)", "", *_table(head, body), ""]
         lines += [
-            "recall: the byte after '>' must be copied from a key=value pair tens of bytes back "
-            "(needs full attention); filler: a repeated motif (local suffices); other: the rest.",
+            "recall: the byte after '>' is a digit written 24-70 bytes back (needs full "
+            "attention; chance is ln 10 = 2.303 nats); filler: a repeated motif (local "
+            "suffices); other: the rest.",
             "",
         ]
     lines += [f"{note}" for note in meta.get("notes", [])]

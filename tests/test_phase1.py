@@ -80,6 +80,7 @@ def test_recall_task_reports_class_shares_with_two_jobs(tmp_path):
         assert all(abs(sum(s["mean"]) - 1) < 1e-9 for s in shares.values() if s["tokens"])
     fixed = {r["label"]: r for r in record["models"]}["fixed-full"]["class_share"]
     assert fixed["recall"]["mean"] == [1.0, 0.0, 0.0]
+    assert fixed["recall"]["nats_soft"]["mean"] == fixed["recall"]["nats_hard"]["mean"] > 0
     assert [(r["label"], r["seed"]) for r in record["runs"]] == [
         (label, seed) for label in MODELS for seed in range(BUDGETS["smoke"].seeds)
     ]
