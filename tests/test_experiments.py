@@ -1,30 +1,18 @@
 """Every experiments/ script's --smoke path, end to end, in a subprocess like a user runs it."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+from scripts import run_script
 
 
 @pytest.mark.parametrize("prior", ["compute-dirichlet", "none"])
 def test_train_svi_smoke_writes_every_file(tmp_path, prior):
     out = tmp_path / prior
-    proc = run("train_svi.py", "--smoke", "--prior", prior, "--out", str(out), "--no-progress")
+    proc = run_script(
+        "train_svi.py", "--smoke", "--prior", prior, "--out", str(out), "--no-progress"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "val nats/token" in proc.stdout
     config = json.loads((out / "config.json").read_text())
@@ -50,14 +38,14 @@ def test_train_svi_bad_data_is_one_line_exit_2(tmp_path, content):
     path = tmp_path / "corpus.txt"
     if content is not None:
         path.write_bytes(content)
-    proc = run("train_svi.py", "--smoke", "--data", str(path), "--out", str(tmp_path / "o"))
+    proc = run_script("train_svi.py", "--smoke", "--data", str(path), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
 
 
 def test_train_svi_bad_kappa_is_one_line_exit_2(tmp_path):
-    proc = run(
+    proc = run_script(
         "train_svi.py",
         "--smoke",
         "--prior",
@@ -72,7 +60,9 @@ def test_train_svi_bad_kappa_is_one_line_exit_2(tmp_path):
 
 def test_bench_step_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    proc = run("bench_step.py", "--smoke", "--steps", "2", "--warmup", "1", "--json", str(out))
+    proc = run_script(
+        "bench_step.py", "--smoke", "--steps", "2", "--warmup", "1", "--json", str(out)
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["ratio_vs_none"] > 0 and set(result["median_step_s"]) == {
@@ -84,7 +74,7 @@ def test_bench_step_smoke(tmp_path):
 
 def test_elbo_variance_smoke(tmp_path):
     out = tmp_path / "var.json"
-    proc = run("elbo_variance.py", "--smoke", "--repeats", "3", "--json", str(out))
+    proc = run_script("elbo_variance.py", "--smoke", "--repeats", "3", "--json", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]
     assert {(r["guide_init"], r["elbo"]) for r in rows} == {
@@ -95,7 +85,7 @@ def test_elbo_variance_smoke(tmp_path):
 
 def test_evaluate_smoke_with_sweep(tmp_path):
     out = tmp_path / "eval"
-    proc = run(
+    proc = run_script(
         "evaluate.py",
         "--smoke",
         "--policy",
@@ -125,7 +115,7 @@ def test_evaluate_smoke_with_sweep(tmp_path):
 
 
 def test_evaluate_bad_inputs_exit_2(tmp_path):
-    proc = run("evaluate.py", "--checkpoint", str(tmp_path / "missing.pt"))
+    proc = run_script("evaluate.py", "--checkpoint", str(tmp_path / "missing.pt"))
     assert proc.returncode == 2 and proc.stderr.startswith("error: ")
-    proc = run("evaluate.py", "--smoke", "--policy", "sometimes")
+    proc = run_script("evaluate.py", "--smoke", "--policy", "sometimes")
     assert proc.returncode == 2 and "bad policy" in proc.stderr

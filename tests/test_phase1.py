@@ -4,27 +4,20 @@ import dataclasses
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from scripts import run_script
 
 from pyro_meta_attention.data import load_corpus
 from pyro_meta_attention.study import BUDGETS, MODELS, plan, run_one
 from pyro_meta_attention.study_report import PAPER, aggregate, results_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ("shares", "training", "transition", "pareto", "tokens")
 
 
 def phase1(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / "phase1.py"), "--no-progress", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
+    return run_script("phase1.py", "--no-progress", *args)
 
 
 @pytest.fixture(scope="module")

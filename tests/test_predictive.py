@@ -3,12 +3,12 @@
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import pyro
 import pytest
 import torch
+from scripts import run_script
 
 from pyro_meta_attention.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from pyro_meta_attention.config import smoke_config
@@ -22,15 +22,11 @@ from pyro_meta_attention.predictive import (
 )
 from pyro_meta_attention.sites import OBS_SITE
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "experiments" / "uncertainty.py"
 SMALL_DATA = {"max_bytes": 20_000}  # enough for smoke windows, quick to load
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
+def run_uncertainty(*args: str) -> subprocess.CompletedProcess:
+    return run_script("uncertainty.py", *args, timeout=300)
 
 
 def text_batch(B: int = 2, T: int = 32) -> torch.Tensor:
@@ -152,7 +148,7 @@ def test_report_is_json_and_shows_newlines():
 
 
 def test_script_smoke_writes_json(tmp_path):
-    proc = run_script("--smoke", "--samples", "4", "--out", str(tmp_path))
+    proc = run_uncertainty("--smoke", "--samples", "4", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "epistemic" in proc.stdout
     written = json.loads((tmp_path / "uncertainty.json").read_text())
@@ -166,6 +162,6 @@ def test_script_missing_input_is_one_line_exit_2(tmp_path, none_checkpoint, bad)
     args = ["--checkpoint", missing] if bad == "checkpoint" else ["--data", missing]
     if bad == "data":
         args = ["--checkpoint", str(none_checkpoint), *args]
-    proc = run_script(*args)
+    proc = run_uncertainty(*args)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
