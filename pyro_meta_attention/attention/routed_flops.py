@@ -6,7 +6,8 @@ executed FLOPs are known before anything runs.
 Counts are of matrix products only, 2 FLOPs per multiply-add, every computed entry counted:
 padding slots, masked-but-computed scores and the linear running state included. Gathers,
 scatters, masks, feature maps, exponentials and sums are not matrix products and count 0 (the
-linear state's prefix over chunks is a triangular matmul and counts). An attention call with L queries and S keys counts as the full
+linear state's prefix over the chunks of a segment is a triangular matmul and counts; carrying
+the state from segment to segment is an addition and does not). An attention call with L queries and S keys counts as the full
 L x S square, 4 * D * L * S per (batch, head), which is what executes for a masked kernel.
 """
 
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 N_MECHANISMS = 3  # full, linear, local: the order of `MECHANISMS`
+LINEAR_SEGMENT = 4  # chunks per segment of the routed linear part (see `routed.py`)
 
 
 def full_block(T: int) -> int:
@@ -116,7 +118,9 @@ def routed_flops(
     if bool(members[1].any()):
         c = min(chunk, T)
         n, P = pack_blocks(members[1], c)[0].shape[1:]
-        state = 2 * n * c * D * D + 2 * n * n * (D * D + D)  # chunk states; their prefix
+        # chunk states, then their prefix inside each segment of LINEAR_SEGMENT chunks
+        segments = [min(LINEAR_SEGMENT, n - s) for s in range(0, n, LINEAR_SEGMENT)]
+        state = 2 * n * c * D * D + sum(2 * ns * ns * (D * D + D) for ns in segments)
         query = 2 * n * P * (2 * c * D + D * D + D)  # scores, @ V, phi(q) @ state, @ norm
         flops["linear"] = (state + query) * B * H
 
