@@ -86,8 +86,9 @@ class RoutingPrior(ABC):
 
     def _checked(self, a: torch.Tensor) -> torch.Tensor:
         if (a < self.config.floor).any():
+            shown = [round(x, 4) for x in a.tolist()]
             raise ValueError(
-                f"prior {self.name!r}: concentration {a.tolist()} falls below the floor "
+                f"prior {self.name!r}: concentration {shown} falls below the floor "
                 f"{self.config.floor} (Dirichlet gradients explode and torch's sampler degenerates "
                 "there); raise kappa or lower lambda"
             )
