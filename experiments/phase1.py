@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--figures", default=None, help="figure folder (default figures; smoke: --out)")
     p.add_argument("--no-ablation", action="store_true", help="skip the λ × κ grid")
+    p.add_argument("--steps", type=int, default=None, help="override the budget's SVI steps")
+    p.add_argument("--seeds", type=int, default=None, help="override the budget's seeds")
+    p.add_argument("--models", nargs="+", default=None, help=f"a subset of {', '.join(MODELS)}")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--jobs",
@@ -108,20 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(raw)
     budget = BUDGETS[a.budget]
     try:
-        if a.jobs < 1:
-            raise ValueError(f"--jobs must be >= 1, got {a.jobs}")
+        for flag in ("jobs", "steps", "seeds"):
+            if getattr(a, flag) is not None and getattr(a, flag) < 1:
+                raise ValueError(f"--{flag} must be >= 1, got {getattr(a, flag)}")
+        budget = replace(budget, steps=a.steps or budget.steps, seeds=a.seeds or budget.seeds)
+        runs, skipped = plan(budget, a.data, ablation=not a.no_ablation, models=a.models)
         if budget.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("the gpu budget needs CUDA, but torch.cuda.is_available() is False")
         corpus = load_corpus(a.data, budget.model.block_size, budget.max_bytes)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    tag = corpus_tag(a.data)
+    # A study that differs from the preset gets its own folders and file names.
+    custom = [f"{a.steps}steps"] * bool(a.steps) + [f"{a.seeds}seeds"] * bool(a.seeds)
+    tag = "-".join([corpus_tag(a.data), *custom, *(a.models or [])])
     smoke = a.budget == "smoke"
     root = Path(a.out) / tag
     results = Path(a.results or (a.out if smoke else "experiments/results"))
     figures = Path(a.figures or (a.out if smoke else "figures"))
-    runs, skipped = plan(budget, a.data, ablation=not a.no_ablation)
     t0 = time.perf_counter()
     rows = run_all(runs, root, corpus, budget, a.jobs, f"phase1 {tag}", not a.no_progress)
     models = aggregate([r for r in rows if not r["ablation"]])
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
     }
     (results / f"phase1-{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
-    make_figures(figures, tag, root, corpus, budget, models, ablation)
+    make_figures(figures, tag, root, corpus, budget, models, ablation, a.models or list(MODELS))
     print(markdown)
     return 0
 
@@ -201,8 +209,10 @@ def make_figures(
     budget: Budget,
     models: list[dict[str, Any]],
     ablation: list[dict[str, Any]],
+    labels: list[str],
 ) -> None:
-    """The five Phase-1 figures into `figures` as phase1-<tag>-<what>.png."""
+    """The Phase-1 figures of the models in `labels` into `figures` as phase1-<tag>-<what>.png
+    (the transition curve needs compute-dirichlet or none, the token map compute-dirichlet)."""
     figures.mkdir(parents=True, exist_ok=True)
     name = corpus.name
 
@@ -215,20 +225,23 @@ def make_figures(
     histories = {
         label: [load_history(root / label / f"seed{s}") for s in range(budget.seeds)]
         for label in MODELS
+        if label in labels
     }
     training_figure(histories, path("training"), f"Routing during SVI ({name}, mean over seeds)")
     curves = {
         label: transition_rows(root / label / "seed0", corpus, budget.device)
         for label in ("compute-dirichlet", "none")
+        if label in labels
     }
-    transition_figure(curves, path("transition"), f"Soft-to-hard transition ({name}, seed 0)")
+    if curves:
+        title = f"Soft-to-hard transition ({name}, seed 0)"
+        transition_figure(curves, path("transition"), title)
     pareto_figure(models, ablation, path("pareto"), f"Cost vs loss under hard routing ({name})")
-    tokens = token_map(
-        root / "compute-dirichlet" / "seed0", corpus, samples=max(32, budget.samples)
-    )
-    token_figure(
-        tokens, path("tokens"), f"compute-dirichlet, seed 0: routing of held-out bytes ({name})"
-    )
+    if "compute-dirichlet" in labels:
+        run = root / "compute-dirichlet" / "seed0"
+        tokens = token_map(run, corpus, samples=max(32, budget.samples))
+        title = f"compute-dirichlet, seed 0: routing of held-out bytes ({name})"
+        token_figure(tokens, path("tokens"), title)
 
 
 if __name__ == "__main__":

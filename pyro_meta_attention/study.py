@@ -121,12 +121,17 @@ def ablation_label(strength: float, concentration: float) -> str:
 
 
 def plan(
-    budget: Budget, data: str | None, ablation: bool = True
+    budget: Budget, data: str | None, ablation: bool = True, models: list[str] | None = None
 ) -> tuple[list[Run], list[dict[str, Any]]]:
-    """(runs, skipped): every model × seed, then the ablation grid; invalid priors are skipped."""
+    """(runs, skipped): every model (or those in `models`) × seed, then the ablation grid;
+    invalid priors are skipped."""
+    unknown = sorted(set(models or ()) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(MODELS)}")
     runs = [
         Run(name, s, False, f"{name}/seed{s}", budget.config(prior, s, data))
         for name, prior in MODELS.items()
+        if models is None or name in models
         for s in range(budget.seeds)
     ]
     skipped: list[dict[str, Any]] = []

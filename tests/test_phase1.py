@@ -79,6 +79,21 @@ def test_recall_task_reports_class_shares_with_two_jobs(tmp_path):
     ]
 
 
+def test_a_custom_study_gets_its_own_names(tmp_path):
+    args = ("--steps", "3", "--seeds", "1", "--models", "none", "fixed-full", "--no-ablation")
+    proc = phase1("--budget", "smoke", "--out", str(tmp_path), *args)
+    assert proc.returncode == 0, proc.stderr
+    tag = "builtin-3steps-1seeds-none-fixed-full"
+    record = json.loads((tmp_path / f"phase1-{tag}.json").read_text())
+    assert [r["label"] for r in record["models"]] == ["none", "fixed-full"]
+    assert "3 SVI steps" in record["meta"]["training"]
+    assert sorted(p.parent.name for p in (tmp_path / tag).rglob("checkpoint.pt")) == ["seed0"] * 2
+    assert (tmp_path / f"phase1-{tag}-transition.png").is_file()
+    assert not (tmp_path / f"phase1-{tag}-tokens.png").exists()  # needs compute-dirichlet
+    proc = phase1("--budget", "smoke", "--out", str(tmp_path), "--models", "bogus")
+    assert proc.returncode == 2 and "unknown model" in proc.stderr
+
+
 def test_a_run_on_other_data_is_not_reused(tmp_path):
     budget = BUDGETS["smoke"]
     config = budget.config(MODELS["none"], seed=0, data=None)
