@@ -198,7 +198,12 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"T={r['T']}\n{r['mix'].removeprefix('learned:')[-18:]}" for r in rows]
+    def mix_label(mix: str) -> str:
+        if mix.startswith("learned:"):  # the run folder's name: learned:runs/default-none
+            return "learned\n" + Path(mix.removeprefix("learned:")).name[-16:]
+        return mix
+
+    labels = [f"T={r['T']}\n{mix_label(r['mix'])}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
     ax.bar(
@@ -209,6 +214,7 @@ def plot(rows: list[dict], path: Path) -> None:
         top = max(r["counted_cost_ratio"], r["wall_ratio"])
         ax.text(i, top + 0.03, f"eff {r['efficiency']:.2f}", ha="center", fontsize=8)
     ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+    ax.set_ylim(0, 1.12 * max(max(r["counted_cost_ratio"], r["wall_ratio"]) for r in rows) + 0.05)
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set_ylabel("hard-routed / dense causal full attention")
     r0 = rows[0]
