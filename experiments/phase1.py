@@ -90,9 +90,10 @@ def machine(budget: Budget) -> str:
 
 
 def describe(
-    budget: Budget, corpus: Corpus, command: str, n_runs: int, wall_s: float
+    budget: Budget, corpus: Corpus, command: str, rows: list[dict[str, Any]], wall_s: float
 ) -> dict[str, Any]:
     m = budget.model
+    trained = sum(r.get("source") == "trained" for r in rows)
     return {
         "title": f"Phase 1 — routing models on `{corpus.name}` ({budget.name} budget)",
         "model": f"byte-level, T = {m.block_size}, C = {m.n_embd}, {m.n_layer} layers, "
@@ -102,7 +103,8 @@ def describe(
         "training": f"{budget.steps} SVI steps, batch {budget.batch_size}, TraceMeanField_ELBO, "
         f"KL warm-up {budget.kl_anneal} steps",
         "seeds": f"{budget.seeds} per model, {budget.ablation_seeds} per ablation point",
-        "machine": f"{machine(budget)}; {n_runs} runs in {wall_s / 60:.1f} min",
+        "machine": f"{machine(budget)}; {len(rows)} runs ({trained} trained now, the others "
+        f"reused) in {wall_s / 60:.1f} min",
         "command": command,
     }
 
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     models = aggregate([r for r in rows if not r["ablation"]])
     ablation = aggregate([r for r in rows if r["ablation"]]) + skipped
     command = "python experiments/phase1.py " + shlex.join(x for x in raw if x != "--no-progress")
-    meta = describe(budget, corpus, command.strip(), len(runs), time.perf_counter() - t0)
+    meta = describe(budget, corpus, command.strip(), rows, time.perf_counter() - t0)
     markdown = results_markdown(models, ablation, meta)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"phase1-{tag}.md").write_text(markdown)
