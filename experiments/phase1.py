@@ -165,7 +165,8 @@ def run_all(
     desc: str,
     progress: bool,
 ) -> list[dict[str, Any]]:
-    """`run_one` for every run, `jobs` at a time in spawned processes; rows in plan order."""
+    """`run_one` for every run, rows in plan order: in this process (jobs = 1) or `jobs` at a
+    time in spawned processes. A failed run stops the study; finished runs stay reusable."""
 
     def call(run: Run) -> tuple[Any, ...]:
         return (
