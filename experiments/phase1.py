@@ -126,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # A study that differs from the preset gets its own folders and file names.
-    custom = [f"{a.steps}steps"] * bool(a.steps) + [f"{a.seeds}seeds"] * bool(a.seeds)
-    tag = "-".join([corpus_tag(a.data), *custom, *(a.models or [])])
+    parts = [corpus_tag(a.data)]
+    parts += [f"{a.steps}steps"] if a.steps else []
+    parts += [f"{a.seeds}seeds"] if a.seeds else []
+    tag = "-".join(parts + (a.models or []))
     smoke = a.budget == "smoke"
     root = Path(a.out) / tag
     results = Path(a.results or (a.out if smoke else "experiments/results"))

@@ -15,9 +15,10 @@ prediction made at its position (routing at t decides how x_{t+1} is predicted):
 - filler (1): x_t and x_{t+1} both lie inside a filler run;
 - other (0): everything else (pairs, punctuation, query keys).
 
-The default is one pair and one query per segment. With two pairs (a key to match), the
-all-full model of the `cpu` Phase-1 budget (T = 128, 2 layers, 1,000 steps) did not learn the
-recall: 2.27 nats on recall tokens, chance being ln 10 = 2.30, against 1.32 with one pair.
+The default is one pair and one query per segment: with a key to match among two pairs, the
+all-full model of the `cpu` Phase-1 budget (T = 128, 2 layers, 1,000 steps) stayed at chance
+on recall tokens in a one-off pilot; with one pair it learns the recall in some seeds
+(experiments/results/phase1-recall.md).
 """
 
 from __future__ import annotations

@@ -16,3 +16,9 @@ def run_script(script: str, *args: str, timeout: int = 600) -> subprocess.Comple
         timeout=timeout,
         cwd=ROOT,
     )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
+    """The script refused its input as users should see it: exit 2, one `error: ...` line."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from scripts import run_script
+from scripts import assert_one_line_error, run_script
 
 
 @pytest.mark.parametrize("prior", ["compute-dirichlet", "none"])
@@ -39,8 +39,7 @@ def test_train_svi_bad_data_is_one_line_exit_2(tmp_path, content):
     if content is not None:
         path.write_bytes(content)
     proc = run_script("train_svi.py", "--smoke", "--data", str(path), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert_one_line_error(proc)
     assert "Traceback" not in proc.stderr
 
 

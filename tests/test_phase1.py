@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from scripts import run_script
+from scripts import assert_one_line_error, run_script
 
 from pyro_meta_attention.data import load_corpus
 from pyro_meta_attention.study import BUDGETS, MODELS, plan, run_one
@@ -112,8 +112,7 @@ def test_bad_data_is_one_line_exit_2(tmp_path, content):
     if content is not None:
         path.write_bytes(content)
     proc = phase1("--budget", "smoke", "--data", str(path), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert_one_line_error(proc)
     assert not (tmp_path / "o").exists()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyro
 import pytest
 import torch
-from scripts import run_script
+from scripts import assert_one_line_error, run_script
 
 from pyro_meta_attention.checkpoint import CHECKPOINT_FILE, load_checkpoint
 from pyro_meta_attention.config import smoke_config
@@ -162,6 +162,4 @@ def test_script_missing_input_is_one_line_exit_2(tmp_path, none_checkpoint, bad)
     args = ["--checkpoint", missing] if bad == "checkpoint" else ["--data", missing]
     if bad == "data":
         args = ["--checkpoint", str(none_checkpoint), *args]
-    proc = run_uncertainty(*args)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert_one_line_error(run_uncertainty(*args))

@@ -1,13 +1,12 @@
 """Hard-routed attention against the dense soft mixture, its FLOP count, and its errors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from scripts import run_script
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from pyro_meta_attention.attention import MECHANISMS, run_mechanism
@@ -216,9 +215,8 @@ def test_bad_inputs_raise() -> None:
 
 def test_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    script = Path(__file__).resolve().parents[1] / "experiments" / "bench_hard_routing.py"
-    args = [sys.executable, str(script), "--smoke", "--mix", "25/50/25", "0/50/50"]
-    proc = subprocess.run([*args, "--json", str(out)], capture_output=True, text=True, timeout=300)
+    args = ("--smoke", "--mix", "25/50/25", "0/50/50", "--json", str(out))
+    proc = run_script("bench_hard_routing.py", *args, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [row["mix"] for row in rows] == ["25/50/25", "0/50/50"]

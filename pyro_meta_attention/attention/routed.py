@@ -44,10 +44,6 @@ from .routed_flops import (
 )
 
 LINEAR_EPS = 1e-6  # as in `linear_attention`
-# LINEAR_SEGMENT (chunks per segment of the linear part, in routed_flops.py) = 4 keeps the
-# temporaries cache-sized and the prefix over chunks O(n) instead of O(n^2): T = 4096, 50 %
-# linear, 1 CPU thread, chunk 64: 38 -> 28 ms (8 chunks 32 ms, 32 chunks 39 ms); chunk 16:
-# 157 -> 51 ms, against one segment of all n chunks.
 
 __all__ = [
     "check_routing",

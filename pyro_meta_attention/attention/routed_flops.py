@@ -20,7 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 N_MECHANISMS = 3  # full, linear, local: the order of `MECHANISMS`
-LINEAR_SEGMENT = 4  # chunks per segment of the routed linear part (see `routed.py`)
+# Chunks per segment of the routed linear part (`routed.py`): 4 keeps its temporaries
+# cache-sized and its prefix over chunks O(n) instead of O(n^2). The part alone (what `ms_linear`
+# of `experiments/bench_hard_routing.py --T 4096 --mix 25/50/25` times; 1 CPU thread, chunk 64),
+# timed interleaved for 2, 4, 8, 16, 32 chunks and one segment of all: 32, 28, 32, 33, 39 and
+# 38 ms; at chunk 16: 51 ms for 4 against 157 ms for one segment. To rerun, set this constant
+# (and the benchmark's CHUNK) and read ms_linear.
+LINEAR_SEGMENT = 4
 
 
 def full_block(T: int) -> int:
