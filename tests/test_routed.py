@@ -123,6 +123,21 @@ def test_causal() -> None:
     assert (after[:, :, t + 1 :] - before[:, :, t + 1 :]).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("T", [1, 16, 64, 100])
+def test_inference_mode_matches_and_leaves_inputs_alone(T: int) -> None:
+    # Without autograd the engine works in place on its own buffers (phi of the chunk-major
+    # keys, the linear numerators); T = chunk = 64 makes the chunk-major keys a single chunk.
+    assignment, alpha = random_routing(T, (0.1, 0.3, 0.3, 0.3), seed=11)
+    q, k, v = (x.detach() for x in qkv(T, seed=12))
+    copies = [x.clone() for x in (q, k, v)]
+    with torch.inference_mode():
+        got = routed_attention(q, k, v, assignment, alpha, window=16, chunk=64)
+        want = dense_mixture(q, k, v, assignment, alpha, 16, 64)
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+    for x, copy in zip((q, k, v), copies, strict=True):
+        assert torch.equal(x, copy)
+
+
 def counted_by_torch(q, k, v, assignment, alpha, window, chunk) -> int:
     """FLOPs FlopCounterMode counts for one routed_attention call.
 

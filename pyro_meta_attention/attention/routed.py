@@ -87,26 +87,45 @@ def routed_attention(
         member = (assignment == m) | soft  # [B, T]
         if not bool(member.any()):
             continue
-        o, pos, valid = routed_mechanism(m, q, k, v, member, window=window, chunk=chunk)
-        extra = (None,) * (pos.dim() - 1)
-        target = head_rows[(...,) + extra] + pos[:, None]  # [B, H, *S]
-        target = torch.where(valid[:, None], target, B * H * T)
-        if mix:
-            flat = pos.flatten(1)
-            alpha_m = alpha[..., m].to(q.dtype).gather(1, flat).view_as(pos)
-            weight = torch.where(soft.gather(1, flat).view_as(pos), alpha_m, 1.0)  # [B, *S]
-            o = o * weight[:, None, ..., None]
-        rows.index_put_((target,), o, accumulate=mix)
+        for o, pos, valid in routed_mechanism(m, q, k, v, member, window=window, chunk=chunk):
+            extra = (None,) * (pos.dim() - 1)
+            target = head_rows[(...,) + extra] + pos[:, None]  # [B, H, *S]
+            target = torch.where(valid[:, None], target, B * H * T)
+            if mix:
+                flat = pos.flatten(1)
+                alpha_m = alpha[..., m].to(q.dtype).gather(1, flat).view_as(pos)
+                weight = torch.where(soft.gather(1, flat).view_as(pos), alpha_m, 1.0)  # [B, *S]
+                o = o * weight[:, None, ..., None]
+            _scatter_rows(rows, o, target, accumulate=mix)
     return rows[:-1].view(B, H, T, D)
+
+
+def _scatter_rows(rows: Tensor, o: Tensor, target: Tensor, *, accumulate: bool) -> None:
+    """rows[target] = o (or += o): o [B, H, *S, D] in any dense layout, target [B, H, *S].
+
+    Both are walked in o's memory order, so the rows are copied without first making o
+    contiguous in [B, H, *S] order.
+    """
+    order = sorted(range(target.dim()), key=o.stride, reverse=True)
+    src = o.permute(*order, -1).reshape(-1, o.shape[-1])  # [N, D]
+    index = target.permute(*order).reshape(-1)  # [N]
+    if accumulate:
+        rows.index_add_(0, index, src)
+    else:
+        rows.index_copy_(0, index, src)
+
+
+Piece = tuple[Tensor, Tensor, Tensor]  # o [B, H, *S, D], pos [B, *S], valid [B, *S]
 
 
 def routed_mechanism(
     m: int, q: Tensor, k: Tensor, v: Tensor, member: Tensor, *, window: int, chunk: int
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> list[Piece]:
     """Mechanism m (index into `MECHANISMS`) for the queries where member [B, T] is True only.
 
-    q, k, v: [B, H, T, D] (keys and values of every token are used). Returns the packed
-    outputs o [B, H, *S, D], their positions pos [B, *S] and valid [B, *S] (False at padding).
+    q, k, v: [B, H, T, D] (keys and values of every token are used). Returns the outputs in
+    pieces (o [B, H, *S, D], pos [B, *S], valid [B, *S]): the packed outputs o of the queries at
+    positions pos, valid False at padding slots. Every member position is in exactly one piece.
     """
     if m == 0:
         return _full_part(q, k, v, member)
@@ -154,11 +173,11 @@ def check_routing(
 
 
 def take(x: Tensor, pos: Tensor) -> Tensor:
-    """Rows of x [B, H, T, D] at positions pos [B, *S] -> [B, H, *S, D] (strides of [H, B, *S, D])."""
+    """Rows of x [B, H, T, D] (contiguous) at positions pos [B, *S] -> [B, H, *S, D], contiguous."""
     B, H, T, D = x.shape
-    offset = torch.arange(B, device=x.device).view((B,) + (1,) * (pos.dim() - 1)) * T
-    rows = x.transpose(0, 1).reshape(H, B * T, D).index_select(1, (pos + offset).flatten())
-    return rows.view((H,) + pos.shape + (D,)).transpose(0, 1)
+    head_start = torch.arange(B * H, device=x.device).view((B, H) + (1,) * (pos.dim() - 1)) * T
+    index = (head_start + pos[:, None]).flatten()  # [B * H * S]
+    return x.reshape(B * H * T, D).index_select(0, index).view((B, H) + pos.shape[1:] + (D,))
 
 
 def _attention_lse(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -206,12 +225,12 @@ def _attend(q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None) -> tupl
     return _attention_lse(q, k, v, bias)
 
 
-def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Causal softmax attention for the full-routed queries. Returns o [B, H, R, D], pos, valid.
+def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> list[Piece]:
+    """Causal softmax attention for the full-routed queries: one piece per key block.
 
     Keys go in blocks of `full_block(T)`. Block j is attended by its own queries (causal mask)
     and, unmasked, by all later queries in one call; each query's parts are then merged by
-    their log-sum-exp.
+    their log-sum-exp. Piece j holds block j's queries (o [B, H, G_j, D]).
     """
     B, H, T, D = q.shape
     size = min(full_block(T), T)
@@ -233,7 +252,11 @@ def _full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> tuple[Tensor,
                 rows = slice(starts[i] - r1, starts[i + 1] - r1)
                 if sizes[i]:
                     parts[i].append((o[:, :, rows], lse[:, :, rows]))
-    return torch.cat([_merge(p) for p in parts if p], dim=2), pos, valid
+    return [
+        (_merge(parts[j]), pos[:, starts[j] : starts[j + 1]], valid[:, starts[j] : starts[j + 1]])
+        for j in range(len(sizes))
+        if sizes[j]
+    ]
 
 
 def _merge(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -244,14 +267,12 @@ def _merge(parts: list[tuple[Tensor, Tensor]]) -> Tensor:
     return sum(w[..., None].to(o.dtype) * o for w, (o, _) in zip(weights, parts, strict=True))
 
 
-def _local_part(
-    q: Tensor, k: Tensor, v: Tensor, member: Tensor, window: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _local_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor, window: int) -> list[Piece]:
     """Sliding-window attention for the local queries, packed per key block.
 
     Block i's queries attend keys (i - 1) w .. (i + 1) w, read in place through a strided view
     of k and v (no copies); block 0 and a partial last block, whose windows would leave
-    [0, T), get calls of their own. Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
+    [0, T), get calls of their own. One piece per call: o [B, H, nb, P, D] for its nb blocks.
     """
     B, H, T, D = q.shape
     w = min(window, T)
@@ -265,17 +286,26 @@ def _local_part(
         spans.append((1, inside, 0, 2 * w))
     if n > max(inside, 1):
         spans.append((n - 1, n, (n - 2) * w, T - (n - 2) * w))
-    outs = []
+    qb = qb.view(n, B, H, P, D)
+    pieces = []
     for i0, i1, start, length in spans:
-        kb, vb = (_windows(x, i1 - i0, start, length, w) for x in (k, v))  # [nb, B*H, L, D]
         s = start + torch.arange(i1 - i0, device=q.device)[:, None] * w
         s = (s + torch.arange(length, device=q.device))[:, None, None]  # [nb, 1, 1, L]
         t = pos[:, i0:i1, :, None].transpose(0, 1)  # [nb, B, P, 1]
         bias = torch.where((s <= t) & (s > t - w), 0.0, float("-inf")).to(q.dtype)
-        bias = bias[:, :, None].expand(-1, -1, H, -1, -1).reshape(i1 - i0, -1, P, length)
-        outs.append(F.scaled_dot_product_attention(qb[i0:i1], kb, vb, attn_mask=bias))
-    o = torch.cat(outs) if len(outs) > 1 else outs[0]  # [n, B*H, P, D]
-    return o.view(n, B, H, P, D).permute(1, 2, 0, 3, 4), pos, valid
+        # One call per batch element, so that the mask [nb, 1, P, L] broadcasts over heads
+        # instead of being copied for each of them.
+        outs = []
+        for b in range(B):
+            kb, vb = (_windows(x[b : b + 1], i1 - i0, start, length, w) for x in (k, v))
+            outs.append(
+                F.scaled_dot_product_attention(
+                    qb[i0:i1, b], kb, vb, attn_mask=bias[:, b, None]
+                )  # [nb, H, P, D]
+            )
+        o = torch.stack(outs, dim=1) if B > 1 else outs[0][:, None]  # [nb, B, H, P, D]
+        pieces.append((o.permute(1, 2, 0, 3, 4), pos[:, i0:i1], valid[:, i0:i1]))
+    return pieces
 
 
 def _take_blocks(x: Tensor, pos: Tensor) -> Tensor:
@@ -296,15 +326,15 @@ def _windows(x: Tensor, count: int, start: int, length: int, w: int) -> Tensor:
     return x.as_strided(size, stride, x.storage_offset() + start * D)
 
 
-def _linear_part(
-    q: Tensor, k: Tensor, v: Tensor, member: Tensor, chunk: int
-) -> tuple[Tensor, Tensor, Tensor]:
+def _linear_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor, chunk: int) -> list[Piece]:
     """Causal linear attention for the linear queries, packed per chunk.
 
     Chunks go in segments of LINEAR_SEGMENT. Within a segment the running state before each
     chunk is the carried state plus the states of the segment's earlier chunks (a strictly
-    lower-triangular matmul); the segment's queries read it, then the state moves on.
-    Returns o [B, H, n, P, D], pos [B, n, P], valid [B, n, P].
+    lower-triangular matmul); the segment's queries read it, then the state moves on. One
+    piece per segment: o [B, H, ns, P, D]. (Laying k, v and the queries out chunk-major once,
+    so that each segment is a contiguous slice, measured 25 % slower on CPU at T = 4096: the
+    segments no longer stream through the cache.)
     """
     B, H, T, D = q.shape
     c = min(chunk, T)
@@ -312,7 +342,7 @@ def _linear_part(
     n, P = pos.shape[1:]
     state = q.new_zeros(B, H, 1, D, D)  # sum of phi(k) v^T over the chunks before the segment
     norm = q.new_zeros(B, H, 1, D)  # sum of phi(k) over the same chunks
-    outs = []
+    pieces = []
     for s0 in range(0, n, LINEAR_SEGMENT):
         s1 = min(n, s0 + LINEAR_SEGMENT)
         ns, t0, t1 = s1 - s0, s0 * c, min(T, s1 * c)
@@ -336,10 +366,11 @@ def _linear_part(
         out = None if torch.is_grad_enabled() and inter.requires_grad else inter
         num = torch.baddbmm(inter, scores.view(-1, P, c), vc.reshape(-1, c, D), out=out)
         den = (qf @ prev_norm[..., None]).add_(scores.sum(-1, keepdim=True))  # [B, H, ns, P, 1]
-        outs.append(num.view(B, H, ns, P, D).div_(den.add_(LINEAR_EPS)))
+        o = num.view(B, H, ns, P, D).div_(den.add_(LINEAR_EPS))
+        pieces.append((o, pos[:, s0:s1], valid[:, s0:s1]))
         state = prev[:, :, -1:] + states[:, :, -1:]
         norm = prev_norm[:, :, -1:] + sums[:, :, -1:]
-    return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0], pos, valid
+    return pieces
 
 
 def _phi_(x: Tensor) -> Tensor:
