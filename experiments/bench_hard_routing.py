@@ -38,7 +38,7 @@ from pyro_meta_attention.attention.routed import routed_attention, routed_mechan
 from pyro_meta_attention.attention.routed_flops import dense_full_flops, routed_flops
 
 DEFAULT_MIXES = ("100/0/0", "25/50/25", "10/45/45", "0/50/50")
-B, H, D, WINDOW, CHUNK = 1, 8, 64, 128, 64
+H, D, WINDOW, CHUNK = 8, 64, 128, 64
 
 
 def parse_mix(text: str) -> tuple[float, float, float]:
@@ -69,7 +69,7 @@ def parse_mix(text: str) -> tuple[float, float, float]:
     return tuple(x / 100 for x in shares)  # type: ignore[return-value]
 
 
-def random_assignment(shares: tuple[float, ...], T: int, seed: int) -> torch.Tensor:
+def random_assignment(shares: tuple[float, ...], B: int, T: int, seed: int) -> torch.Tensor:
     """iid routing [B, T] int64 with P(mechanism m) = shares[m], seeded."""
     gen = torch.Generator().manual_seed(seed)
     draws = torch.multinomial(torch.tensor(shares), B * T, replacement=True, generator=gen)
@@ -92,11 +92,13 @@ def time_interleaved(
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_one(T: int, mix: str, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+def bench_one(
+    B: int, T: int, mix: str, device: torch.device, dtype: torch.dtype, repeats: int
+) -> dict:
     shares = parse_mix(mix)
     gen = torch.Generator().manual_seed(T)
     q, k, v = (torch.randn(B, H, T, D, generator=gen).to(device, dtype) for _ in range(3))
-    assignment = random_assignment(shares, T, seed=T + 1)
+    assignment = random_assignment(shares, B, T, seed=T + 1)
     flops = routed_flops(assignment, n_head=H, head_dim=D, window=WINDOW, chunk=CHUNK)
     dense_flops = dense_full_flops(B, T, H, D)
     assignment = assignment.to(device)
@@ -120,6 +122,7 @@ def bench_one(T: int, mix: str, device: torch.device, dtype: torch.dtype, repeat
     wall = med["routed"] / med["dense"]
     row = {
         "device": device.type,
+        "B": B,
         "T": T,
         "mix": mix,
         "counted_cost_ratio": counted,
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
     p.add_argument("--mix", nargs="+", default=list(DEFAULT_MIXES), help="FULL/LINEAR/LOCAL %%")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch", type=int, default=1, help="sequences per call (B)")
     p.add_argument("--repeats", type=int, default=9, help="timed calls per variant")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     p.add_argument("--malloc-top-pad-mb", type=int, default=0, help="glibc M_TOP_PAD, MB")
@@ -150,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             parse_mix(mix)
         except argparse.ArgumentTypeError as err:
-            p.error(str(err))
+            p.error(f"--mix {mix}: {err}")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda but CUDA is not available")
+    if a.batch < 1:
+        p.error(f"--batch must be >= 1, got {a.batch}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.malloc_top_pad_mb and not ctypes.CDLL("libc.so.6").mallopt(-2, a.malloc_top_pad_mb << 20):
@@ -167,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     header = f"{'T':>6} {'mix':>9} {'counted':>8} {'wall':>6} {'eff':>5} {'dense ms':>9} {'routed ms':>9}"
     print(
-        f"{device.type}, {dtype}, B={B} H={H} D={D} window={WINDOW} chunk={CHUNK}, "
+        f"{device.type}, {dtype}, B={a.batch} H={H} D={D} window={WINDOW} chunk={CHUNK}, "
         f"{torch.get_num_threads()} threads, malloc top pad {a.malloc_top_pad_mb} MB"
     )
     print(header + "   full / linear / local ms")
     for T in lengths:
         for mix in a.mix:
-            row = bench_one(T, mix, device, dtype, repeats)
+            row = bench_one(a.batch, T, mix, device, dtype, repeats)
             row.update(dtype=str(dtype), threads=torch.get_num_threads(), repeats=repeats)
             row.update(malloc_top_pad_mb=a.malloc_top_pad_mb, torch=torch.__version__)
             rows.append(row)
@@ -203,7 +209,10 @@ def plot(rows: list[dict], path: Path) -> None:
             return "learned\n" + Path(mix.removeprefix("learned:")).name[-16:]
         return mix
 
-    labels = [f"T={r['T']}\n{mix_label(r['mix'])}" for r in rows]
+    def batch(r: dict) -> str:
+        return f" B={r['B']}" if r.get("B", 1) != 1 else ""
+
+    labels = [f"T={r['T']}{batch(r)}\n{mix_label(r['mix'])}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
     ax.bar(

@@ -230,15 +230,23 @@ def test_bad_inputs_raise() -> None:
 
 def test_benchmark_smoke(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    args = ("--smoke", "--mix", "25/50/25", "0/50/50", "--json", str(out))
+    args = ("--smoke", "--batch", "2", "--mix", "25/50/25", "0/50/50", "--json", str(out))
     proc = run_script("bench_hard_routing.py", *args, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
-    assert [row["mix"] for row in rows] == ["25/50/25", "0/50/50"]
+    assert [(row["mix"], row["B"]) for row in rows] == [("25/50/25", 2), ("0/50/50", 2)]
     for row in rows:
         assert {"device", "T", "mix", "counted_cost_ratio", "wall_ratio", "efficiency"} <= set(row)
         assert row["efficiency"] == pytest.approx(row["counted_cost_ratio"] / row["wall_ratio"])
     assert rows[1]["ms_full"] == 0.0 and rows[1]["counted_full"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args", [("--batch", "0"), ("--mix", "50/60/0"), ("--mix", "learned:no/such/run")]
+)
+def test_benchmark_refuses_bad_arguments(args: tuple[str, ...]) -> None:
+    proc = run_script("bench_hard_routing.py", "--smoke", *args, timeout=120)
+    assert proc.returncode == 2 and args[0] in proc.stderr.splitlines()[-1], proc.stderr
 
 
 def test_non_contiguous_inputs_as_the_network_passes_them() -> None:
