@@ -11,17 +11,21 @@ mechanism. Per mechanism:
           queries; each query's per-block parts are merged by their log-sum-exp. No mask or
           score matrix is ever larger than (queries) x (one block). (One unmasked call per
           query group over all earlier keys instead, with a single merge, measured 12 % slower
-          on CPU at T = 4096.)
+          on CPU at T = 4096; one masked call per group over all its keys, 18 % slower.)
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
           the fullest block) and attend to that block and the previous one (up to 2w keys,
-          masked), read in place from k and v.
+          masked), read in place from k and v; one call per batch element, so the mask
+          broadcasts over heads.
 - linear: in segments of LINEAR_SEGMENT chunks: the chunk states phi(K_c)^T V_c and
           normalisers of all tokens (their exclusive prefix sum over chunks, carried across
           segments, is the running state), then per chunk the packed linear queries read the
           state before their chunk and attend, quadratically, to their own chunk's keys.
 
-A mechanism no token uses costs nothing; when every token is full, the dense causal kernel runs. `routed_flops.py` holds the packing plan and counts the
-FLOPs executed here; `routed_flops` and `dense_full_flops` are re-exported from this module.
+Each mechanism returns its outputs in pieces (one per key block, call or segment), which are
+copied to their rows of the output in the pieces' own memory order: nothing is concatenated.
+A mechanism no token uses costs nothing; when every token is full, the dense causal kernel
+runs. `routed_flops.py` holds the packing plan and counts the FLOPs executed here;
+`routed_flops` and `dense_full_flops` are re-exported from this module.
 """
 
 from __future__ import annotations
