@@ -22,3 +22,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
     """The script refused its input as users should see it: exit 2, one `error: ...` line."""
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def corpus_file(folder: Path, content: bytes | None) -> Path:
+    """A corpus path in folder holding content; None leaves the file missing."""
+    path = folder / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    return path

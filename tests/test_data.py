@@ -1,5 +1,6 @@
 import pytest
 import torch
+from scripts import corpus_file
 
 from pyro_meta_attention.data import (
     BUILTIN,
@@ -31,9 +32,7 @@ def test_split_is_contiguous(tmp_path):
 
 @pytest.mark.parametrize("content", [None, b"", b"abc"])
 def test_unusable_files_raise_corpus_error(tmp_path, content):
-    path = tmp_path / "missing.txt"
-    if content is not None:
-        path.write_bytes(content)
+    path = corpus_file(tmp_path, content)
     with pytest.raises(CorpusError, match="not found|empty|too short"):
         load_corpus(str(path), block_size=16, max_bytes=1000)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from scripts import assert_one_line_error, run_script
+from scripts import assert_one_line_error, corpus_file, run_script
 
 
 @pytest.mark.parametrize("prior", ["compute-dirichlet", "none"])
@@ -35,9 +35,7 @@ def test_train_svi_smoke_writes_every_file(tmp_path, prior):
 
 @pytest.mark.parametrize("content", [None, b"", b"too short"])
 def test_train_svi_bad_data_is_one_line_exit_2(tmp_path, content):
-    path = tmp_path / "corpus.txt"
-    if content is not None:
-        path.write_bytes(content)
+    path = corpus_file(tmp_path, content)
     proc = run_script("train_svi.py", "--smoke", "--data", str(path), "--out", str(tmp_path / "o"))
     assert_one_line_error(proc)
     assert "Traceback" not in proc.stderr

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from scripts import assert_one_line_error, run_script
+from scripts import assert_one_line_error, corpus_file, run_script
 
 from pyro_meta_attention.data import load_corpus
 from pyro_meta_attention.study import BUDGETS, MODELS, plan, run_one
@@ -108,9 +108,7 @@ def test_a_run_on_other_data_is_not_reused(tmp_path):
 
 @pytest.mark.parametrize("content", [None, b""])
 def test_bad_data_is_one_line_exit_2(tmp_path, content):
-    path = tmp_path / "corpus.txt"
-    if content is not None:
-        path.write_bytes(content)
+    path = corpus_file(tmp_path, content)
     proc = phase1("--budget", "smoke", "--data", str(path), "--out", str(tmp_path / "o"))
     assert_one_line_error(proc)
     assert not (tmp_path / "o").exists()

@@ -125,8 +125,8 @@ def test_causal() -> None:
 
 @pytest.mark.parametrize("T", [1, 16, 64, 100])
 def test_inference_mode_matches_and_leaves_inputs_alone(T: int) -> None:
-    # Without autograd the engine works in place on its own buffers (phi of the chunk-major
-    # keys, the linear numerators); T = chunk = 64 makes the chunk-major keys a single chunk.
+    # Without autograd the engine works in place on buffers of its own (the feature map of
+    # the gathered linear queries, the linear numerators); T = 1, 16, 64 are one chunk.
     assignment, alpha = random_routing(T, (0.1, 0.3, 0.3, 0.3), seed=11)
     q, k, v = (x.detach() for x in qkv(T, seed=12))
     copies = [x.clone() for x in (q, k, v)]

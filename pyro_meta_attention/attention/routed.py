@@ -10,8 +10,8 @@ mechanism. Per mechanism:
           attended by its own queries (a causal mask) and, in one unmasked call, by all later
           queries; each query's per-block parts are merged by their log-sum-exp. No mask or
           score matrix is ever larger than (queries) x (one block). (One unmasked call per
-          query group over all earlier keys instead, with a single merge, measured 12 % slower
-          on CPU at T = 4096; one masked call per group over all its keys, 18 % slower.)
+          query group over all earlier keys, with a single merge, and one masked call per
+          group over all its keys were both slower on CPU at T = 4096.)
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
           the fullest block) and attend to that block and the previous one (up to 2w keys,
           masked), read in place from k and v; one call per batch element, so the mask
@@ -85,16 +85,13 @@ def routed_attention(
     # Output rows (b, h, t) flattened, plus one spare row that padding slots write to. With
     # only hard tokens every row is written exactly once, so no zero fill or accumulation.
     rows = (q.new_zeros if mix else q.new_empty)(B * H * T + 1, D)
-    head_rows = (torch.arange(B * H, device=q.device) * T).view(B, H)  # [B, H]
 
     for m in range(N_MECHANISMS):
         member = (assignment == m) | soft  # [B, T]
         if not bool(member.any()):
             continue
         for o, pos, valid in routed_mechanism(m, q, k, v, member, window=window, chunk=chunk):
-            extra = (None,) * (pos.dim() - 1)
-            target = head_rows[(...,) + extra] + pos[:, None]  # [B, H, *S]
-            target = torch.where(valid[:, None], target, B * H * T)
+            target = torch.where(valid[:, None], row_index(pos, H, T), B * H * T)  # [B, H, *S]
             if mix:
                 flat = pos.flatten(1)
                 alpha_m = alpha[..., m].to(q.dtype).gather(1, flat).view_as(pos)
@@ -176,11 +173,20 @@ def check_routing(
         raise ValueError(f"alpha must be floating point, got {alpha.dtype}")
 
 
+def row_index(pos: Tensor, H: int, T: int) -> Tensor:
+    """Row (b H + h) T + t of [B * H * T, D] for every head h and position t = pos[b, ...].
+
+    pos: [B, *S] positions. Returns [B, H, *S].
+    """
+    B = pos.shape[0]
+    head_start = torch.arange(B * H, device=pos.device).view((B, H) + (1,) * (pos.dim() - 1)) * T
+    return head_start + pos[:, None]
+
+
 def take(x: Tensor, pos: Tensor) -> Tensor:
-    """Rows of x [B, H, T, D] (contiguous) at positions pos [B, *S] -> [B, H, *S, D], contiguous."""
+    """Rows of x [B, H, T, D] at positions pos [B, *S] -> [B, H, *S, D], contiguous."""
     B, H, T, D = x.shape
-    head_start = torch.arange(B * H, device=x.device).view((B, H) + (1,) * (pos.dim() - 1)) * T
-    index = (head_start + pos[:, None]).flatten()  # [B * H * S]
+    index = row_index(pos, H, T).flatten()  # [B * H * S]
     return x.reshape(B * H * T, D).index_select(0, index).view((B, H) + pos.shape[1:] + (D,))
 
 
@@ -315,8 +321,7 @@ def _local_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor, window: int) ->
 def _take_blocks(x: Tensor, pos: Tensor) -> Tensor:
     """Rows of x [B, H, T, D] at positions pos [B, n, P] -> [n, B*H, P, D], contiguous."""
     B, H, T, D = x.shape
-    head_start = (torch.arange(B * H, device=x.device) * T).view(B, H, 1, 1)
-    index = (head_start + pos[:, None]).permute(2, 0, 1, 3)  # [n, B, H, P]
+    index = row_index(pos, H, T).permute(2, 0, 1, 3)  # [n, B, H, P]
     rows = x.reshape(B * H * T, D).index_select(0, index.flatten())
     return rows.view(pos.shape[1], B * H, pos.shape[2], D)
 
@@ -337,8 +342,7 @@ def _linear_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor, chunk: int) ->
     chunk is the carried state plus the states of the segment's earlier chunks (a strictly
     lower-triangular matmul); the segment's queries read it, then the state moves on. One
     piece per segment: o [B, H, ns, P, D]. (Laying k, v and the queries out chunk-major once,
-    so that each segment is a contiguous slice, was no faster on CPU at T = 4096: -3 % to +29 %
-    over three A/B runs.)
+    so that each segment is a contiguous slice, was no faster on CPU at T = 4096.)
     """
     B, H, T, D = q.shape
     c = min(chunk, T)
