@@ -25,17 +25,21 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import ArgumentParser, main_guard
 
-from pyro_meta_attention.attention import MECHANISMS, full_attention
-from pyro_meta_attention.attention.routed import routed_attention, routed_mechanism
-from pyro_meta_attention.attention.routed_flops import dense_full_flops, routed_flops
+from pyro_meta_attention.analysis.timing import time_interleaved
+from pyro_meta_attention.mechanisms import MECHANISMS, full_attention
+from pyro_meta_attention.mechanisms.routed import (
+    dense_full_flops,
+    routed_attention,
+    routed_flops,
+    routed_mechanism,
+)
 
 DEFAULT_MIXES = ("100/0/0", "25/50/25", "10/45/45", "0/50/50")
 H, D, WINDOW, CHUNK = 8, 64, 128, 64
@@ -76,22 +80,6 @@ def random_assignment(shares: tuple[float, ...], B: int, T: int, seed: int) -> t
     return draws.view(B, T)
 
 
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, sync: Callable[[], None]
-) -> dict[str, float]:
-    """Median seconds per call of each fn, all timed round-robin in one loop."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for i in range(warmup + repeats):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def bench_one(
     B: int, T: int, mix: str, device: torch.device, dtype: torch.dtype, repeats: int
 ) -> dict:
@@ -112,11 +100,10 @@ def bench_one(
             parts[name] = lambda m=m, member=member: routed_mechanism(
                 m, q, k, v, member, window=WINDOW, chunk=CHUNK
             )
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     warmup = min(2, repeats)
     with torch.inference_mode():  # the ratio from a loop of the two alone, then the parts
-        med = time_interleaved(dense | routed, repeats, warmup, sync)
-        med |= time_interleaved(parts, repeats, warmup, sync) if parts else {}
+        med = time_interleaved(dense | routed, repeats, warmup, device)
+        med |= time_interleaved(parts, repeats, warmup, device) if parts else {}
 
     counted = flops["total"] / dense_flops
     wall = med["routed"] / med["dense"]
@@ -138,15 +125,14 @@ def bench_one(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths")
     p.add_argument("--mix", nargs="+", default=list(DEFAULT_MIXES), help="FULL/LINEAR/LOCAL %%")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--batch", type=int, default=1, help="sequences per call (B)")
     p.add_argument("--repeats", type=int, default=9, help="timed calls per variant")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     p.add_argument("--malloc-top-pad-mb", type=int, default=0, help="glibc M_TOP_PAD, MB")
-    p.add_argument("--smoke", action="store_true", help="tiny T, 1 repeat")
+    p.add_flags("device", "smoke")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--plot", default=None, help="write a PNG of the table here")
     a = p.parse_args(argv)
@@ -159,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--device cuda but CUDA is not available")
     if a.batch < 1:
         p.error(f"--batch must be >= 1, got {a.batch}")
+    if a.repeats < 1:
+        p.error(f"--repeats must be >= 1, got {a.repeats}")
+    if a.T and min(a.T) < 1:
+        p.error(f"--T must be >= 1, got {min(a.T)}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.malloc_top_pad_mb and not ctypes.CDLL("libc.so.6").mallopt(-2, a.malloc_top_pad_mb << 20):
@@ -238,4 +228,4 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

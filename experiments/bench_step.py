@@ -11,7 +11,6 @@ softmax) is timed too, to show Pyro's own overhead.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,11 +20,13 @@ from pathlib import Path
 import pyro
 import torch
 import torch.nn.functional as F
+from common import ArgumentParser, at_least, main_guard
 
-from pyro_meta_attention.checkpoint import versions
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data import load_corpus, sample_batch
-from pyro_meta_attention.infer import build, make_elbo, make_optimizer
+from pyro_meta_attention.data.batches import sample_batch
+from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.training.build import build, make_elbo, make_optimizer
+from pyro_meta_attention.training.run_dir import versions
 
 
 def svi_stepper(config: RunConfig):
@@ -57,21 +58,23 @@ def plain_stepper(config: RunConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--prior", default="compute-dirichlet")
     p.add_argument("--steps", type=int, default=30, help="timed steps per variant")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--smoke", action="store_true")
     p.add_argument("--json", default=None, help="write the result here")
+    p.add_flags("smoke")
     a = p.parse_args(argv)
-    base = smoke_config() if a.smoke else RunConfig()
+    at_least(a.steps, 1, "--steps")
+    at_least(a.warmup, 0, "--warmup")
+    base = (smoke_config() if a.smoke else RunConfig()).override(prior={"name": a.prior})
     pyro.settings.set(module_local_params=True)
     pyro.clear_param_store()
     torch.manual_seed(0)
-    corpus = load_corpus(None, base.model.block_size, base.data.max_bytes)
+    corpus = corpus_for(base)
     gen = torch.Generator().manual_seed(0)
     variants = {
-        a.prior: svi_stepper(base.override(prior={"name": a.prior})),
+        a.prior: svi_stepper(base),
         "none": svi_stepper(base.override(prior={"name": "none"})),
         "plain-torch": plain_stepper(base),
     }
@@ -105,4 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

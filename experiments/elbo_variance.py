@@ -12,7 +12,6 @@ gradient. The model parameters, batch and guide parameters are identical for bot
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -21,11 +20,13 @@ from pathlib import Path
 
 import pyro
 import torch
+from common import ArgumentParser, at_least, main_guard
 
-from pyro_meta_attention.checkpoint import versions
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data import load_corpus, sample_batch
-from pyro_meta_attention.infer import build, make_elbo
+from pyro_meta_attention.data.batches import sample_batch
+from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.training.build import build, make_elbo
+from pyro_meta_attention.training.run_dir import versions
 
 
 def gradient_draws(config: RunConfig, elbo_name: str, x, y, repeats: int):
@@ -52,15 +53,16 @@ def gradient_draws(config: RunConfig, elbo_name: str, x, y, repeats: int):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--prior", default="compute-dirichlet")
-    p.add_argument("--repeats", type=int, default=30)
-    p.add_argument("--smoke", action="store_true")
-    p.add_argument("--json", default=None)
+    p.add_argument("--repeats", type=int, default=30, help="gradient draws per estimator")
+    p.add_argument("--json", default=None, help="write the rows here")
+    p.add_flags("smoke")
     a = p.parse_args(argv)
+    at_least(a.repeats, 2, "--repeats")
     pyro.settings.set(module_local_params=True)
     base = (smoke_config() if a.smoke else RunConfig()).override(prior={"name": a.prior})
-    corpus = load_corpus(None, base.model.block_size, base.data.max_bytes)
+    corpus = corpus_for(base)
     x, y = sample_batch(
         corpus.train, base.train.batch_size, base.model.block_size, torch.Generator().manual_seed(0)
     )
@@ -108,4 +110,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

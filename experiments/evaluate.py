@@ -6,27 +6,24 @@
     python experiments/evaluate.py --smoke --sweep --out /tmp/eval
 
 For each policy: held-out nats/token, the projected / counted / wall-clock costs, routing
-shares and entropy (see pyro_meta_attention/evaluation.py). --sweep adds the transition curve
+shares and entropy (see pyro_meta_attention/analysis/evaluation.py). --sweep adds the transition curve
 over uncertainty thresholds (transition.json and transition.png in --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+from common import ArgumentParser, UsageError, at_least, load_run, main_guard, smoke_checkpoint
 
-from pyro_meta_attention.checkpoint import load_checkpoint, versions
-from pyro_meta_attention.config import smoke_config
-from pyro_meta_attention.cost import cost_model_for
-from pyro_meta_attention.data import CorpusError, load_corpus, val_windows
-from pyro_meta_attention.evaluation import evaluate_policy, transition_curve
-from pyro_meta_attention.infer import fit
-from pyro_meta_attention.routing import parse_policy
+from pyro_meta_attention.analysis.evaluation import evaluate_policy, transition_curve
+from pyro_meta_attention.data.batches import held_out_batches
+from pyro_meta_attention.mechanisms.cost import cost_model_for
+from pyro_meta_attention.policies import parse_policy
+from pyro_meta_attention.training.run_dir import versions
 
 THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01]
 
@@ -75,7 +72,7 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--data", default=None, help="default: the corpus the checkpoint trained on")
     p.add_argument("--policy", nargs="+", default=["soft", "hard"])
@@ -85,36 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant")
     p.add_argument("--out", default=None)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--smoke", action="store_true", help="train a tiny model and evaluate it")
+    p.add_flags("device", "smoke")
     a = p.parse_args(argv)
-    try:
-        policies = [parse_policy(s) for s in a.policy]
-        if a.smoke:
-            ck = Path(tempfile.mkdtemp()) / "smoke"
-            fit(smoke_config(), out=ck, progress=False)
-            a.checkpoint = str(ck / "checkpoint.pt")
-        if a.checkpoint is None:
-            raise ValueError("--checkpoint is required (or --smoke)")
-        config, model, guide = load_checkpoint(a.checkpoint, map_location=a.device)
-        data = a.data if a.data is not None else config.data.path
-        corpus = load_corpus(
-            data, config.model.block_size, config.data.max_bytes, config.data.val_fraction
-        )
-    except (CorpusError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    model.eval()
-    guide.eval()
-    batches = [
-        (x.to(a.device), y.to(a.device))
-        for x, y in val_windows(
-            corpus.val,
-            config.train.batch_size,
-            config.model.block_size,
-            a.batches or config.train.val_batches,
-        )
-    ]
+    policies = [parse_policy(s) for s in a.policy]
+    at_least(a.batches, 1, "--batches")
+    at_least(a.repeats, 1, "--repeats")
+    if a.smoke:
+        a.checkpoint = str(smoke_checkpoint())
+    if a.checkpoint is None:
+        raise UsageError("--checkpoint is required (or --smoke)")
+    config, model, guide, corpus = load_run(a.checkpoint, a.data, a.device)
+    batches = held_out_batches(corpus.val, config, a.batches, a.device)
     cost_model = cost_model_for(config.model)
     rows = [evaluate_policy(model, guide, batches, pol, cost_model, a.repeats) for pol in policies]
     print_rows(rows)
@@ -146,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

@@ -15,18 +15,19 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
+from common import ArgumentParser, check_device, main_guard
 
-from pyro_meta_attention.attention import MECHANISMS
+from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data import CorpusError, load_corpus
-from pyro_meta_attention.infer import ELBOS, build, fit
-from pyro_meta_attention.priors import PRIORS
+from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.mechanisms import MECHANISMS
+from pyro_meta_attention.training.build import ELBOS, build
+from pyro_meta_attention.training.svi import fit
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = RunConfig()
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(__doc__)
     p.add_argument("--data", default=None, help="text/bytes file (default: built-in stdlib corpus)")
     p.add_argument("--prior", default=d.prior.name, choices=sorted(PRIORS))
     p.add_argument(
@@ -42,10 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guide-init", choices=["prior", "random"], default=None)
     p.add_argument("--guide-floor", type=float, default=None, help="min guide concentration")
     p.add_argument("--out", default="runs/latest", help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--smoke", action="store_true", help="tiny model, a few steps (for tests)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_flags("seed", "device", "smoke", "progress")
     return p.parse_args(argv)
 
 
@@ -88,21 +86,14 @@ def print_summary(s: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
-    try:
-        config = config_from_args(a)
-        build(config)
-        corpus = load_corpus(
-            a.data, config.model.block_size, config.data.max_bytes, config.data.val_fraction
-        )
-        if a.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda requested but no CUDA device is available")
-    except (CorpusError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(a)
+    build(config)  # a bad prior or guide setting fails here, before any output is written
+    corpus = corpus_for(config)
+    check_device(a.device)
     result = fit(config, out=a.out, progress=not a.no_progress, corpus=corpus)
     print_summary(result.summary, Path(a.out))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

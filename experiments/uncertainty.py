@@ -12,58 +12,108 @@ uncertainty.json ({"config": ..., "report": ...}).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
+from common import ArgumentParser, at_least, load_run, main_guard, smoke_checkpoint, visible
 
-from pyro_meta_attention.checkpoint import CHECKPOINT_FILE, load_checkpoint, write_json
-from pyro_meta_attention.config import smoke_config
-from pyro_meta_attention.data import CorpusError, load_corpus, val_windows
-from pyro_meta_attention.infer import fit
-from pyro_meta_attention.predictive import format_report, uncertainty_report
+from pyro_meta_attention.analysis.uncertainty import uncertainty_report
+from pyro_meta_attention.data.batches import held_out_batches
+from pyro_meta_attention.training.run_dir import write_json
+
+CONTEXT_BYTES = 20  # left context shown with each listed token
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def with_text(report: dict[str, Any], x: torch.Tensor) -> dict[str, Any]:
+    """The report with each listed token's byte and left context as visible text."""
+    rows = [bytes(r) for r in x.tolist()]
+
+    def text(tok: dict[str, Any]) -> dict[str, Any]:
+        row, t = rows[tok["batch"]], tok["position"]
+        context = visible(row[max(0, t - CONTEXT_BYTES) : t])
+        return tok | {"context": context, "byte": visible(row[t : t + 1])}
+
+    lists = ("most_epistemic", "least_epistemic")
+    return report | {k: [text(tok) for tok in report[k]] for k in lists}
+
+
+def _fmt(v: float | None, width: int = 9, digits: int = 4) -> str:
+    return f"{'n/a':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
+
+
+def _tokens(title: str, tokens: list[dict[str, Any]]) -> list[str]:
+    lines = [title, f"  {'layer':>5} {'pos':>4} {'epist.':>8}  {'alpha_bar':<20}  context⟨byte⟩"]
+    for tok in tokens:
+        alpha = "/".join(f"{a:.2f}" for a in tok["alpha_mean"])
+        text = f"{tok['context']:>{CONTEXT_BYTES}}⟨{tok['byte']}⟩"
+        lines.append(
+            f"  {tok['layer']:>5} {tok['position']:>4} {tok['epistemic']:>8.4f}  {alpha:<20}  {text}"
+        )
+    return lines
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A fixed-width text rendering of `uncertainty_report`: two tables and the token lists."""
+    mechs = report["mechanisms"]
+    B, T = report["shape"]
+    lines = [
+        f"routing uncertainty: prior {report['prior']}, {report['num_samples']} samples, "
+        f"{B} x {T} tokens (entropies in nats)",
+        "",
+        "alpha_bar (mean) / argmax share",
+        f"{'layer':>5} " + " ".join(f"{m:>16}" for m in mechs),
+    ]
+    for row in report["layers"]:
+        cells = [
+            f"{row['alpha_mean'][m]:>7.3f} / {100 * row['argmax_share'][m]:>5.1f}%" for m in mechs
+        ]
+        lines.append(f"{row['layer']:>5} " + " ".join(cells))
+    lines += [
+        "",
+        f"{'layer':>5} {'total':>9} {'aleatoric':>9} {'epistemic':>9} {'a0':>9} {'gap':>9}",
+    ]
+    for row in report["layers"]:
+        values = ("total", "aleatoric", "epistemic", "concentration_total", "aleatoric_gap")
+        lines.append(f"{row['layer']:>5} " + " ".join(_fmt(row[k]) for k in values))
+    lines.append("gap: closed-form E[H(alpha)] minus its Monte Carlo estimate, mean over tokens")
+    if report["deterministic"]:
+        lines += [
+            "",
+            "deterministic router (Delta guide): no posterior uncertainty, epistemic = 0 for every "
+            "token; total = aleatoric = entropy of the router's softmax",
+        ]
+        return "\n".join(lines)
+    lines.append("")
+    lines += _tokens("most epistemic (pooled over layers)", report["most_epistemic"])
+    lines.append("")
+    lines += _tokens("least epistemic (pooled over layers)", report["least_epistemic"])
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(__doc__)
     p.add_argument("--checkpoint", default=None, help="checkpoint.pt (required unless --smoke)")
     p.add_argument("--data", default=None, help="corpus file (default: the checkpoint's corpus)")
     p.add_argument("--samples", type=int, default=32, help="posterior samples S")
     p.add_argument("--batches", type=int, default=2, help="validation batches")
     p.add_argument("--top-k", type=int, default=5, help="tokens listed per direction")
     p.add_argument("--out", default=None, help="folder for uncertainty.json")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smoke", action="store_true", help="train a tiny model and report on it")
+    p.add_flags("seed", "smoke")
     a = p.parse_args(argv)
     if a.checkpoint is None and not a.smoke:
         p.error("--checkpoint is required unless --smoke")
-    if a.samples < 1 or a.batches < 1:
-        p.error("--samples and --batches must be >= 1")
-    return a
-
-
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = a.checkpoint
-        if a.smoke:
-            fit(smoke_config(train={"seed": a.seed}), out=tmp, progress=False)
-            checkpoint = str(Path(tmp) / CHECKPOINT_FILE)
-        try:
-            config, model, guide = load_checkpoint(checkpoint)
-            data = a.data if a.data is not None else config.data.path
-            block = config.model.block_size
-            corpus = load_corpus(data, block, config.data.max_bytes, config.data.val_fraction)
-        except (FileNotFoundError, CorpusError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        batches = val_windows(corpus.val, config.train.batch_size, block, a.batches)
-        x = torch.cat([xb for xb, _ in batches])  # [N * B, T]
-        pyro.set_rng_seed(a.seed)
-        report = uncertainty_report(model, guide, x, a.samples, top_k=a.top_k)
+    at_least(a.samples, 1, "--samples")
+    at_least(a.batches, 1, "--batches")
+    checkpoint = smoke_checkpoint(a.seed) if a.smoke else a.checkpoint
+    config, model, guide, corpus = load_run(checkpoint, a.data)
+    x = torch.cat(
+        [xb for xb, _ in held_out_batches(corpus.val, config, a.batches, "cpu")]
+    )  # [N, T]
+    pyro.set_rng_seed(a.seed)
+    report = with_text(uncertainty_report(model, guide, x, a.samples, top_k=a.top_k), x)
     print(format_report(report))
     if a.out is not None:
         out = Path(a.out)
@@ -82,4 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_guard(main))

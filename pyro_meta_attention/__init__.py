@@ -1,9 +1,16 @@
-"""Bayesian per-token attention routing with Pyro: full, linear and local attention."""
+"""Bayesian per-token attention routing with Pyro: full, linear and local attention.
 
-from .attention import MECHANISMS
+Folders by concern: `mechanisms/` (the attention kernels, their naive twins, hard-routed
+execution, FLOP counts), `bayes/` (Pyro sites, priors, model, guide), `training/` (build, the
+SVI loop, schedules, run folder, checkpoints), `analysis/` (routing statistics, uncertainty,
+evaluation, timing), `data/` (corpora, batches, synthetic tasks); `network.py` is the plain-torch
+transformer, `policies.py` the inference-time routing policies, `config.py` the run config.
+"""
+
+from .bayes.priors import PRIORS, make_prior, register_prior
 from .config import DataConfig, GuideConfig, ModelConfig, PriorConfig, RunConfig, TrainConfig
-from .cost import CostModel, cost_model_for
-from .priors import PRIORS, make_prior, register_prior
+from .mechanisms import MECHANISMS
+from .mechanisms.cost import CostModel, cost_model_for
 
 __all__ = [
     "MECHANISMS",

@@ -3,8 +3,8 @@
 Each block's attention computes one shared QKV projection, runs the attention cores of every
 mechanism on it, mixes their outputs with the routing weights alpha [B, T, M] and applies one
 shared output projection. Mechanisms differ only in the attention core, so routing changes
-compute, never parameters. The network is plain torch; the Pyro model (`model.py`) supplies
-alpha.
+compute, never parameters. The network is plain torch; the Pyro model (`bayes/model.py`)
+supplies alpha.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import MECHANISMS, run_mechanism
-from .attention.routed import routed_attention
 from .config import ModelConfig
+from .mechanisms import MECHANISMS, run_mechanism
+from .mechanisms.routed import routed_attention
 
 
-class RoutedAttention(nn.Module):
+class MixedAttention(nn.Module):
+    """One QKV projection, the mechanisms' cores mixed per token by alpha, one output projection."""
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
@@ -40,7 +42,7 @@ class RoutedAttention(nn.Module):
         Without `assignment` the mechanisms are mixed (soft routing); a mechanism whose weight is
         zero for every token is skipped (single-mechanism models run one core). With an
         assignment [B, T] int64 (m = hard-routed to m, -1 = soft), each query runs only its
-        mechanism (`attention.routed_attention`); soft tokens are mixed with alpha.
+        mechanism (`mechanisms.routed.routed_attention`); soft tokens are mixed with alpha.
         """
         q, k, v = self.heads(x)
         sizes = {"window": self.config.window, "chunk": self.config.chunk}
@@ -74,7 +76,7 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(config.n_embd)
-        self.attn = RoutedAttention(config)
+        self.attn = MixedAttention(config)
         self.ln2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 

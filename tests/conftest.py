@@ -1,6 +1,16 @@
+"""Shared fixtures: a fresh seeded Pyro for every test, and helpers to run experiments/ scripts
+as a user would and to check how they refuse bad input."""
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +22,45 @@ def fresh_pyro():
     torch.set_num_threads(2)
     yield
     pyro.clear_param_store()
+
+
+def _run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python experiments/<script> ARGS` from the repository root; output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess) -> None:
+    """The script refused its input as users should see it: exit 2, one `error: ...` line."""
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def run_script() -> Callable[..., subprocess.CompletedProcess]:
+    """run_script("train_svi.py", "--smoke", ...) -> CompletedProcess."""
+    return _run_script
+
+
+@pytest.fixture(scope="session")
+def one_line_error() -> Callable[[subprocess.CompletedProcess], None]:
+    """one_line_error(proc) asserts exit 2 and a single `error: ...` line on stderr."""
+    return _assert_one_line_error
+
+
+@pytest.fixture
+def corpus_file(tmp_path) -> Callable[[bytes | None], Path]:
+    """corpus_file(content) -> a path in tmp_path holding content (None: the file is missing)."""
+
+    def make(content: bytes | None) -> Path:
+        path = tmp_path / "corpus.txt"
+        if content is not None:
+            path.write_bytes(content)
+        return path
+
+    return make

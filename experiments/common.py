@@ -1,0 +1,108 @@
+"""What every experiments/ script shares: its parser, the one-line error exit, loading a run.
+
+    from common import ArgumentParser, main_guard, load_run
+
+    def main(argv=None) -> int:
+        p = ArgumentParser(__doc__)
+        p.add_argument("--checkpoint")
+        p.add_flags("smoke", "device")
+        a = p.parse_args(argv)
+        ...
+
+    if __name__ == "__main__":
+        sys.exit(main_guard(main))
+
+A bad input never shows a traceback: argparse errors and the errors the library raises for
+bad input (ValueError, CorpusError, FileNotFoundError, UsageError) become one `error: ...`
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from pyro_meta_attention.config import RunConfig, smoke_config
+from pyro_meta_attention.data.corpus import Corpus, CorpusError, corpus_for
+from pyro_meta_attention.training.checkpoint import load_checkpoint
+from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE
+from pyro_meta_attention.training.svi import fit
+
+VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
+
+
+class UsageError(ValueError):
+    """A bad command line or input found by a script itself."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the module docstring as help, one-line errors and the shared flags."""
+
+    def __init__(self, doc: str | None) -> None:
+        super().__init__(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def add_flags(self, *names: str) -> None:
+        """The flags several scripts share, by name: smoke, progress, device, seed."""
+        for name in names:
+            if name == "smoke":
+                self.add_argument("--smoke", action="store_true", help="tiny and fast (for tests)")
+            elif name == "progress":
+                self.add_argument("--no-progress", action="store_true", help="no progress bar")
+            elif name == "device":
+                self.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+            elif name == "seed":
+                self.add_argument("--seed", type=int, default=0, help="random seed")
+            else:
+                raise KeyError(f"no shared flag {name!r}")
+
+
+def main_guard(main: Callable[[], int]) -> int:
+    """Run a script's main; bad input becomes one `error: ...` line and exit code 2."""
+    try:
+        return main()
+    except (UsageError, CorpusError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda requested but no CUDA device is available")
+
+
+def at_least(value: int | None, minimum: int, flag: str) -> None:
+    """UsageError unless an optional integer flag is >= minimum."""
+    if value is not None and value < minimum:
+        raise UsageError(f"{flag} must be >= {minimum}, got {value}")
+
+
+def load_run(
+    checkpoint: str | Path, data: str | None = None, device: str = "cpu"
+) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, Corpus]:
+    """(config, model, guide, corpus) of a checkpoint, in eval mode; the corpus is the one the
+    run trained on, or `data` instead."""
+    check_device(device)
+    config, model, guide = load_checkpoint(checkpoint, map_location=device)
+    return config, model.eval(), guide.eval(), corpus_for(config, data)
+
+
+def smoke_checkpoint(seed: int = 0) -> Path:
+    """Train the smoke config into a new temporary folder; return its checkpoint path."""
+    out = Path(tempfile.mkdtemp(prefix="smoke-"))
+    fit(smoke_config(train={"seed": seed}), out=out, progress=False)
+    return out / CHECKPOINT_FILE
+
+
+def visible(data: bytes) -> str:
+    """Decode bytes (errors="replace") with newlines, tabs and control bytes made visible."""
+    text = data.decode("utf-8", errors="replace")
+    return "".join(VISIBLE.get(c, chr(0x2400 + ord(c)) if ord(c) < 32 else c) for c in text)

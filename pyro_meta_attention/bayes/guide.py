@@ -1,0 +1,124 @@
+"""The amortised guide q(alpha_t | x; phi): a Dirichlet per token and layer from a small network.
+
+What it reads, with the cost in view: re-running the transformer to read each layer's hidden
+state made a prototype's SVI step 1.5x slower; this guide reads only information available
+before any attention runs — its own token embedding e_t, a causal depthwise convolution over
+the last `context` embeddings (cheap causal context), the salience ||e_t|| / sqrt(E), and the
+position t / block_size — and emits all layers' concentrations at once: [B, T, L, M].
+
+Numerical safety: the concentration is squashed into [floor, cap] smoothly in log space,
+a = exp(log floor + (log cap - log floor) · sigmoid(raw)). Below ~0.03 Dirichlet reparameterised
+gradients grow without bound (|grad| ~1.7e3 at 0.01) and torch's sampler returns exact (1/M, ...)
+rows; above the cap the posterior is a near-point mass whose sample gradients vanish while
+lgamma terms lose float32 precision. A smooth squash keeps gradients alive at the bounds, which
+clamping would cut.
+
+With the `none` prior the same network emits router logits and the guide is a Delta at
+softmax(logits): a deterministic router trained by maximum likelihood. With a `fixed-*` prior
+the guide is a Delta at the prior's corner (its network is unused).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+
+from ..config import GuideConfig, ModelConfig
+from .priors import RoutingPrior
+from .sites import routing_scale, routing_site, token_plates
+
+
+class RoutingGuide(PyroModule):
+    def __init__(self, model_config: ModelConfig, config: GuideConfig, prior: RoutingPrior) -> None:
+        super().__init__()
+        if not 0 < config.floor < config.cap:
+            raise ValueError(f"need 0 < floor < cap, got floor={config.floor}, cap={config.cap}")
+        if config.init not in ("prior", "random"):
+            raise ValueError(f"guide init must be 'prior' or 'random', got {config.init!r}")
+        self.config = config
+        self.prior = prior
+        self.n_layer = model_config.n_layer
+        self.block_size = model_config.block_size
+        M = prior.n_mechanisms
+        E = config.embd
+        self.emb = nn.Embedding(model_config.vocab_size, E)
+        self.context = nn.Conv1d(E, E, config.context, groups=E)  # depthwise, left-padded
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * E + 2, config.hidden),
+            nn.GELU(),
+            nn.Linear(config.hidden, self.n_layer * M),
+        )
+        if config.init == "prior":
+            self._init_at_prior()
+
+    def _init_at_prior(self) -> None:
+        """Zero the last layer and set its bias so that q equals the prior at step 0."""
+        last = self.mlp[-1]
+        nn.init.zeros_(last.weight)
+        a = self.prior.concentration()
+        if a is None:  # deterministic router: uniform softmax
+            nn.init.zeros_(last.bias)
+            return
+        lo, hi = math.log(self.config.floor), math.log(self.config.cap)
+        u = ((a.log() - lo) / (hi - lo)).clamp(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            last.bias.copy_(torch.logit(u).float().repeat(self.n_layer))
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, T] int64 -> unconstrained outputs [B, T, L, M]."""
+        B, T = x.shape
+        e = self.emb(x)  # [B, T, E]
+        k = self.config.context
+        ctx = self.context(F.pad(e.transpose(1, 2), (k - 1, 0))).transpose(1, 2)  # [B, T, E]
+        salience = e.norm(dim=-1, keepdim=True) / math.sqrt(e.shape[-1])  # [B, T, 1]
+        pos = (torch.arange(T, device=x.device, dtype=e.dtype) / self.block_size).expand(B, T)
+        features = torch.cat([e, ctx, salience, pos[..., None]], dim=-1)  # [B, T, 2E + 2]
+        return self.mlp(features).view(B, T, self.n_layer, -1)
+
+    def router_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic routing [B, T, L, M]: softmax of the router, or the prior's fixed corner."""
+        fixed = self.prior.fixed_weights()
+        if fixed is None:
+            return torch.softmax(self.raw(x), dim=-1)
+        like = self.emb.weight
+        return fixed.to(like).expand(*x.shape, self.n_layer, fixed.numel())
+
+    def concentration(self, x: torch.Tensor) -> torch.Tensor:
+        """Dirichlet concentration [B, T, L, M] in [floor, cap] (Bayesian priors only)."""
+        lo, hi = math.log(self.config.floor), math.log(self.config.cap)
+        return torch.exp(lo + (hi - lo) * torch.sigmoid(self.raw(x)))
+
+    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """E_q[alpha]: [B, T, L, M] (for `none`: the deterministic router's weights)."""
+        if self.prior.deterministic:
+            return self.router_weights(x)
+        a = self.concentration(x)
+        return a / a.sum(-1, keepdim=True)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        beta: float = 1.0,
+        mask: torch.Tensor | None = None,
+        tau: float = 0.0,
+    ) -> list[torch.Tensor]:
+        """Sample every routing site; returns n_layer x alpha [B, T, M] (tau: model-side only)."""
+        B, T = x.shape
+        params = self.router_weights(x) if self.prior.deterministic else self.concentration(x)
+        alphas = []
+        with token_plates(B, T, mask):
+            for layer in range(self.n_layer):
+                if self.prior.deterministic:
+                    q = dist.Delta(params[:, :, layer], event_dim=1)
+                else:
+                    q = dist.Dirichlet(params[:, :, layer])
+                with routing_scale(beta):
+                    alphas.append(pyro.sample(routing_site(layer), q))
+        return alphas

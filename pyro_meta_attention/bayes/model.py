@@ -1,0 +1,69 @@
+"""The Pyro model: alpha_t ~ prior per token and layer, mixed attention, next byte ~ Categorical.
+
+    for each layer l, sequence b, token t:  alpha_{l,b,t} ~ p(alpha)          [B, T] x [M]
+    logits = RoutedTransformer(x, alpha_0..alpha_{L-1})                    [B, T, V]
+    y_{b,t} ~ Categorical(logits_{b,t})                                    [B, T]
+
+Every site sits in the [B, T] plates and is scaled by 1 / tokens (loss in nats per token);
+routing sites additionally carry the KL weight beta. The network is a submodule, so its
+parameters are this module's own (`pyro.settings.set(module_local_params=True)`).
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+
+from ..analysis.simplex import normalised_entropy
+from ..network import RoutedTransformer
+from .priors import RoutingPrior
+from .sites import OBS_SITE, routing_scale, routing_site, token_plates
+
+
+class RoutingModel(PyroModule):
+    def __init__(self, net: RoutedTransformer, prior: RoutingPrior) -> None:
+        super().__init__()
+        self.net = net
+        self.prior = prior
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        beta: float = 1.0,
+        mask: torch.Tensor | None = None,
+        tau: float = 0.0,
+    ) -> torch.Tensor:
+        """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V].
+
+        tau > 0 routes tokens whose sampled alpha has normalised entropy < tau hard
+        (straight-through one-hot, see `harden`): the soft-to-hard training schedule.
+        """
+        B, T = x.shape
+        like = self.net.tok_emb.weight
+        with token_plates(B, T, mask):
+            alphas = []
+            for layer in range(self.net.config.n_layer):
+                with routing_scale(beta):
+                    prior = self.prior.distribution(torch.Size([B, T]), like)
+                    alphas.append(pyro.sample(routing_site(layer), prior))
+            logits = self.net(x, [harden(a, tau) for a in alphas])
+            pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
+        return logits
+
+
+def harden(alpha: torch.Tensor, tau: float) -> torch.Tensor:
+    """Straight-through hard routing of confident samples: alpha [..., M] -> [..., M].
+
+    Samples whose normalised entropy is below tau become the one-hot of their argmax in the
+    forward pass and keep the gradient of alpha in the backward pass, so the guide keeps
+    learning (the schedule of tau is `training.schedules.hardening_tau`).
+    """
+    if tau <= 0:
+        return alpha
+    one_hot = torch.nn.functional.one_hot(alpha.argmax(-1), alpha.shape[-1]).to(alpha)
+    hard = one_hot + alpha - alpha.detach()
+    confident = (normalised_entropy(alpha) < tau)[..., None]
+    return torch.where(confident, hard, alpha)

@@ -1,0 +1,196 @@
+"""Routing priors p(alpha_t) on the simplex, swappable by name through one registry.
+
+Every prior is parameterised by its total concentration kappa = sum_m a_m, so kappa means the
+same thing across priors. Adding a prior is one class plus one `@register_prior("name")` line.
+
+- `compute-dirichlet`: a = kappa · softmax(-lambda · c): cheaper mechanisms get more mass.
+- `symmetric-dirichlet`: a = kappa / M for every mechanism (kappa = M is uniform on the simplex).
+- `sparse-dirichlet`: symmetric with a = kappa / M < 1, which favours the simplex corners.
+- `fixed-full`, `fixed-linear`, `fixed-local`: single-mechanism reference models. A point mass
+  (Delta) on one corner in both model and guide: no routing, no KL, the same code path.
+- `none`: the paper's prior-free baseline. An improper flat density (log p = 0) in the model and
+  a deterministic softmax router (a Delta) in the guide, so the ELBO reduces to the
+  log-likelihood: maximum likelihood on the same network and code path, with zero KL.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import constraints
+
+from ..config import PriorConfig
+from ..mechanisms import MECHANISMS
+
+PRIORS: dict[str, type[RoutingPrior]] = {}
+
+
+def register_prior(name: str) -> Callable[[type[RoutingPrior]], type[RoutingPrior]]:
+    def add(cls: type[RoutingPrior]) -> type[RoutingPrior]:
+        if name in PRIORS:
+            raise ValueError(f"prior {name!r} is already registered")
+        cls.name = name
+        PRIORS[name] = cls
+        return cls
+
+    return add
+
+
+class RoutingPrior(ABC):
+    """A prior over routing weights alpha_t in the M-simplex, shared by every token and layer."""
+
+    name: str = ""
+    deterministic: bool = False  # True: no posterior, the guide is a point-estimate router
+    default_concentration: float = 3.0  # kappa when PriorConfig.concentration is None
+
+    def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
+        self.config = config
+        self.cost = torch.as_tensor(cost, dtype=torch.float64)  # c: [M], full = 1
+        if self.cost.ndim != 1 or self.cost.numel() < 2:
+            raise ValueError(
+                f"cost must be a vector of >= 2 mechanisms, got {tuple(self.cost.shape)}"
+            )
+        self.kappa = (
+            self.default_concentration if config.concentration is None else config.concentration
+        )
+        if self.kappa <= 0:
+            raise ValueError(f"total concentration kappa must be > 0, got {self.kappa}")
+
+    @property
+    def n_mechanisms(self) -> int:
+        return self.cost.numel()
+
+    @abstractmethod
+    def concentration(self) -> torch.Tensor | None:
+        """a: [M] float64 Dirichlet concentration, or None for an improper prior."""
+
+    def fixed_weights(self) -> torch.Tensor | None:
+        """alpha [M] float64 if the routing is fixed (single-mechanism models), else None."""
+        return None
+
+    def mean(self) -> torch.Tensor | None:
+        """E[alpha]: [M] float64, or None for an improper prior."""
+        a = self.concentration()
+        return None if a is None else a / a.sum()
+
+    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
+        """p(alpha) with batch shape `batch_shape` (e.g. [B, T]) and event shape [M].
+
+        Device and dtype come from `like`.
+        """
+        a = self.concentration().to(like)
+        return dist.Dirichlet(a.expand(*batch_shape, self.n_mechanisms))
+
+    def _checked(self, a: torch.Tensor) -> torch.Tensor:
+        if (a < self.config.floor).any():
+            shown = [round(x, 4) for x in a.tolist()]
+            raise ValueError(
+                f"prior {self.name!r}: concentration {shown} falls below the floor "
+                f"{self.config.floor} (Dirichlet gradients explode and torch's sampler degenerates "
+                "there); raise kappa or lower lambda"
+            )
+        return a
+
+
+@register_prior("compute-dirichlet")
+class ComputeDirichlet(RoutingPrior):
+    """a = kappa · softmax(-lambda · c): the mean favours cheap mechanisms, ordered by cost."""
+
+    def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
+        super().__init__(config, cost)
+        if config.strength < 0:
+            raise ValueError(f"cost strength lambda must be >= 0, got {config.strength}")
+
+    def concentration(self) -> torch.Tensor:
+        weights = torch.softmax(-self.config.strength * self.cost, dim=0)
+        return self._checked(self.kappa * weights)
+
+
+@register_prior("symmetric-dirichlet")
+class SymmetricDirichlet(RoutingPrior):
+    """a = kappa / M for every mechanism: no preference between mechanisms."""
+
+    def concentration(self) -> torch.Tensor:
+        a = torch.full_like(self.cost, self.kappa / self.n_mechanisms)
+        return self._checked(a)
+
+
+@register_prior("sparse-dirichlet")
+class SparseDirichlet(SymmetricDirichlet):
+    """Symmetric with a = kappa / M < 1: mass piles up near the corners (near-hard routing)."""
+
+    default_concentration = 0.3
+
+    def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
+        super().__init__(config, cost)
+        if self.kappa / self.n_mechanisms >= 1:
+            raise ValueError(
+                f"sparse-dirichlet needs kappa / M < 1 to favour corners; got kappa="
+                f"{self.kappa} with M={self.n_mechanisms} (try kappa=0.3)"
+            )
+
+
+@register_prior("none")
+class NoPrior(RoutingPrior):
+    """Prior-free baseline: flat improper density; the guide becomes a deterministic router."""
+
+    deterministic = True
+
+    def concentration(self) -> None:
+        return None
+
+    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
+        return dist.ImproperUniform(constraints.simplex, tuple(batch_shape), (self.n_mechanisms,))
+
+
+class FixedMechanism(RoutingPrior):
+    """Every token routed to one mechanism: alpha = e_m, a point mass in model and guide."""
+
+    deterministic = True
+    mechanism = 0  # index into MECHANISMS, set by each subclass below
+
+    def concentration(self) -> None:
+        return None
+
+    def fixed_weights(self) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor(self.mechanism), self.n_mechanisms).double()
+
+    def mean(self) -> torch.Tensor:
+        return self.fixed_weights()
+
+    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
+        corner = self.fixed_weights().to(like).expand(*batch_shape, self.n_mechanisms)
+        return dist.Delta(corner, event_dim=1)
+
+
+@register_prior("fixed-full")
+class FixedFull(FixedMechanism):
+    """Reference model: every token runs full attention alone."""
+
+    mechanism = MECHANISMS.index("full")
+
+
+@register_prior("fixed-linear")
+class FixedLinear(FixedMechanism):
+    """Reference model: every token runs linear attention alone."""
+
+    mechanism = MECHANISMS.index("linear")
+
+
+@register_prior("fixed-local")
+class FixedLocal(FixedMechanism):
+    """Reference model: every token runs local attention alone."""
+
+    mechanism = MECHANISMS.index("local")
+
+
+def make_prior(config: PriorConfig, cost: torch.Tensor) -> RoutingPrior:
+    """Build the prior named by `config.name` for the normalised cost vector `cost` [M]."""
+    if config.name not in PRIORS:
+        raise ValueError(f"unknown prior {config.name!r}; choose one of {sorted(PRIORS)}")
+    prior = PRIORS[config.name](config, cost)
+    prior.concentration()  # fail now, not mid-training, on a concentration below the floor
+    return prior

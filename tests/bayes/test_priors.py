@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+from torch.distributions import constraints
+
+from pyro_meta_attention.bayes.priors import PRIORS, RoutingPrior, make_prior, register_prior
+from pyro_meta_attention.config import ModelConfig, PriorConfig
+from pyro_meta_attention.mechanisms.cost import cost_model_for
+
+COST = cost_model_for(ModelConfig()).normalised()
+
+
+@pytest.mark.parametrize("name", sorted(PRIORS))
+def test_every_prior_has_simplex_support_and_shapes(name):
+    prior = make_prior(PriorConfig(name=name), COST)
+    like = torch.zeros((), dtype=torch.float32)
+    d = prior.distribution(torch.Size([2, 5]), like)
+    assert d.batch_shape == (2, 5) and d.event_shape == (3,)
+    if prior.fixed_weights() is None:  # a Delta's support is its value's real space
+        assert d.support is constraints.simplex or d.support == constraints.simplex
+    alpha = torch.softmax(torch.randn(2, 5, 3), -1)
+    if prior.fixed_weights() is not None:  # a point mass: finite only at its corner
+        alpha = prior.fixed_weights().float().expand(2, 5, 3)
+    lp = d.log_prob(alpha)
+    assert lp.shape == (2, 5) and torch.isfinite(lp).all()
+    if not prior.deterministic:
+        sample = d.sample()
+        assert torch.allclose(sample.sum(-1), torch.ones(2, 5), atol=1e-5)
+        assert (sample >= 0).all()
+
+
+def test_compute_dirichlet_mean_follows_cost():
+    prior = make_prior(PriorConfig(name="compute-dirichlet", strength=2.0), COST)
+    mean = prior.mean()
+    order_cost = torch.argsort(COST)  # cheapest first
+    assert torch.all(mean[order_cost][:-1] >= mean[order_cost][1:])
+    assert math.isclose(float(prior.concentration().sum()), 3.0, rel_tol=1e-12)
+
+
+def test_compute_dirichlet_zero_strength_is_uniform_and_more_strength_favours_cheap():
+    mean0 = make_prior(PriorConfig(strength=0.0), COST).mean()
+    assert torch.allclose(mean0, torch.full((3,), 1 / 3, dtype=torch.float64))
+    cheapest = int(COST.argmin())
+    mean5 = make_prior(PriorConfig(strength=5.0), COST).mean()
+    assert mean5[cheapest] > make_prior(PriorConfig(strength=2.0), COST).mean()[cheapest]
+
+
+def test_symmetric_and_sparse_concentrations():
+    sym = make_prior(PriorConfig(name="symmetric-dirichlet"), COST).concentration()
+    assert torch.allclose(sym, torch.ones(3, dtype=torch.float64))
+    sparse = make_prior(PriorConfig(name="sparse-dirichlet"), COST).concentration()
+    assert torch.allclose(sparse, torch.full((3,), 0.1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="kappa / M < 1"):
+        make_prior(PriorConfig(name="sparse-dirichlet", concentration=6.0), COST)
+
+
+def test_none_prior_is_flat_and_deterministic():
+    prior = make_prior(PriorConfig(name="none"), COST)
+    assert prior.deterministic and prior.mean() is None
+    d = prior.distribution(torch.Size([3]), torch.zeros(()))
+    assert torch.equal(d.log_prob(torch.full((3, 3), 1 / 3)), torch.zeros(3))
+
+
+def test_bad_prior_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="unknown prior"):
+        make_prior(PriorConfig(name="nope"), COST)
+    with pytest.raises(ValueError, match="floor"):
+        make_prior(PriorConfig(name="compute-dirichlet", concentration=0.05), COST)
+    with pytest.raises(ValueError, match="kappa must be > 0"):
+        make_prior(PriorConfig(name="symmetric-dirichlet", concentration=0.0), COST)
+    with pytest.raises(ValueError, match="lambda"):
+        make_prior(PriorConfig(strength=-1.0), COST)
+
+
+def test_registering_a_prior_is_one_class():
+    @register_prior("test-corner")
+    class Corner(RoutingPrior):
+        def concentration(self):
+            return torch.tensor([2.0, 0.5, 0.5], dtype=torch.float64)
+
+    try:
+        prior = make_prior(PriorConfig(name="test-corner"), COST)
+        assert prior.name == "test-corner"
+        assert torch.allclose(
+            prior.mean(), torch.tensor([2 / 3, 1 / 6, 1 / 6], dtype=torch.float64)
+        )
+        with pytest.raises(ValueError, match="already registered"):
+            register_prior("test-corner")(Corner)
+    finally:
+        PRIORS.pop("test-corner")
+
+
+@pytest.mark.parametrize("m,name", list(enumerate(["full", "linear", "local"])))
+def test_fixed_priors_are_point_masses(m, name):
+    prior = make_prior(PriorConfig(name=f"fixed-{name}"), COST)
+    assert prior.deterministic and prior.concentration() is None
+    assert torch.equal(prior.mean(), torch.nn.functional.one_hot(torch.tensor(m), 3).double())
+    d = prior.distribution(torch.Size([4]), torch.zeros(()))
+    assert torch.equal(d.sample(), prior.mean().float().expand(4, 3))

@@ -1,0 +1,134 @@
+"""Every experiments/ script's --smoke path, end to end, as a user runs it (Pyro's convention:
+one table of command lines, one parametrised test), and a check that the table is complete.
+
+Each row may name a check of what the run wrote; "{out}" in a command is a fresh folder.
+"""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyro_meta_attention.mechanisms import MECHANISMS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_train_run(out: Path, stdout: str) -> None:
+    assert "val nats/token" in stdout
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert {"config", "seed", "versions", "corpus", "cost_model"} <= set(config)
+    assert len(config["corpus"]["sha256"]) == 64
+    rows = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows
+    for row in rows:
+        assert {"step", "loss", "nats_per_token", "kl", "routing_share", "routing_entropy"} <= set(
+            row
+        )
+        assert len(row["routing_share"]) == 3 and 0.0 <= row["routing_entropy"] <= 1.0
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    keys = {"val_nats_per_token", "routing_share", "routing_entropy", "projected_hard_cost"}
+    assert keys <= set(summary) and 0.0 < summary["projected_hard_cost"] <= 1.0
+    state = torch.load(out / "run" / "checkpoint.pt", weights_only=False)
+    assert {"model", "guide", "param_store", "config"} <= set(state)
+
+
+def check_evaluation(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "evaluation.json").read_text())["rows"]
+    assert [r["policy"] for r in rows] == ["soft", "hard", "threshold:0.5", "budget:0.5"]
+    keys = {"val_nats_per_token", "projected_cost", "counted_cost", "wall_ratio", "hard_fraction"}
+    assert all(keys <= set(r) for r in rows)
+    soft, hard = rows[0], rows[1]
+    assert soft["hard_fraction"] == 0.0 and hard["hard_fraction"] == 1.0
+    assert hard["counted_cost"] < soft["counted_cost"]  # hard routing executes fewer FLOPs
+    curve = json.loads((out / "transition.json").read_text())["rows"]
+    fractions = [r["hard_fraction"] for r in curve]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert (out / "transition.png").stat().st_size > 10_000
+
+
+def check_uncertainty(out: Path, stdout: str) -> None:
+    assert "epistemic" in stdout and "most epistemic" in stdout
+    written = json.loads((out / "uncertainty.json").read_text())
+    assert written["config"]["samples"] == 4 and written["config"]["seed"] == 0
+    assert len(written["report"]["layers"]) == 2
+    token = written["report"]["most_epistemic"][0]
+    assert "\n" not in token["context"] and len(token["byte"]) == 1
+
+
+def check_bench_step(out: Path, stdout: str) -> None:
+    result = json.loads((out / "bench.json").read_text())
+    assert result["ratio_vs_none"] > 0
+    assert set(result["median_step_s"]) == {"compute-dirichlet", "none", "plain-torch"}
+
+
+def check_elbo_variance(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "var.json").read_text())["rows"]
+    assert {(r["guide_init"], r["elbo"]) for r in rows} == {
+        (i, e) for i in ("prior", "random") for e in ("trace", "meanfield")
+    }
+    assert all(r["total_variance"] >= 0 for r in rows)
+
+
+def check_bench_hard_routing(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "bench.json").read_text())
+    assert [(row["mix"], row["B"]) for row in rows] == [("25/50/25", 2), ("0/50/50", 2)]
+    for row in rows:
+        assert {"device", "T", "mix", "counted_cost_ratio", "wall_ratio", "efficiency"} <= set(row)
+        assert row["efficiency"] == pytest.approx(row["counted_cost_ratio"] / row["wall_ratio"])
+        assert all(f"ms_{m}" in row for m in MECHANISMS)
+    assert rows[1]["ms_full"] == 0.0 and rows[1]["counted_full"] == 0.0
+    assert (out / "bench.png").stat().st_size > 10_000
+
+
+def check_phase1(out: Path, stdout: str) -> None:
+    tag = "builtin-1seeds-fixed-local-none"
+    record = json.loads((out / f"phase1-{tag}.json").read_text())
+    assert [r["label"] for r in record["models"]] == ["none", "fixed-local"]
+    assert (out / f"phase1-{tag}-shares.png").is_file()
+
+
+EXAMPLES = [
+    ("train_svi.py --smoke --no-progress --out {out}/run", check_train_run),
+    ("train_svi.py --smoke --no-progress --prior none --out {out}/run", check_train_run),
+    (
+        "evaluate.py --smoke --policy soft hard threshold:0.5 budget:0.5 --sweep --repeats 1 "
+        "--out {out}",
+        check_evaluation,
+    ),
+    ("uncertainty.py --smoke --samples 4 --out {out}", check_uncertainty),
+    ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
+    ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
+    (
+        "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
+        "--json {out}/bench.json --plot {out}/bench.png",
+        check_bench_hard_routing,
+    ),
+    (
+        "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "
+        "--no-progress --out {out}",
+        check_phase1,
+    ),
+]
+
+
+@pytest.mark.parametrize("command,check", EXAMPLES, ids=[c.split(" --")[0] for c, _ in EXAMPLES])
+def test_example_smoke(command, check, tmp_path, run_script):
+    script, *args = shlex.split(command.format(out=tmp_path))
+    proc = run_script(script, *args)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    check(tmp_path, proc.stdout)
+
+
+def test_every_script_is_in_the_table():
+    scripts = {
+        str(p.relative_to(ROOT / "experiments"))
+        for p in (ROOT / "experiments").rglob("*.py")
+        if re.search(r'^if __name__ == "__main__":', p.read_text(), re.M)
+    }
+    listed = {command.split()[0] for command, _ in EXAMPLES}
+    assert scripts == listed, f"missing from EXAMPLES: {sorted(scripts - listed)}"
