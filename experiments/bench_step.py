@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from common import ArgumentParser, at_least, main_guard
 
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data.batches import sample_batch
-from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.training.build import build, make_elbo, make_optimizer
 from pyro_meta_attention.training.run_dir import versions
 
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     pyro.settings.set(module_local_params=True)
     pyro.clear_param_store()
     torch.manual_seed(0)
-    corpus = corpus_for(base)
+    data = data_for(base)
     gen = torch.Generator().manual_seed(0)
     variants = {
         a.prior: svi_stepper(base),
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(a.warmup + a.steps):
-        x, y = sample_batch(corpus.train, base.train.batch_size, base.model.block_size, gen)
+        x, y, _, _ = data.train_batch(base.train.batch_size, gen)
         for name, step in variants.items():
             t0 = time.perf_counter()
             step(x, y)

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data.corpus import Corpus, CorpusError, corpus_for
+from pyro_meta_attention.data.corpus import CorpusError
+from pyro_meta_attention.data.sources import DataSource, data_for
 from pyro_meta_attention.training.checkpoint import load_checkpoint
 from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE
 from pyro_meta_attention.training.svi import fit
@@ -87,12 +88,12 @@ def at_least(value: int | None, minimum: int, flag: str) -> None:
 
 def load_run(
     checkpoint: str | Path, data: str | None = None, device: str = "cpu"
-) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, Corpus]:
-    """(config, model, guide, corpus) of a checkpoint, in eval mode; the corpus is the one the
-    run trained on, or `data` instead."""
+) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, DataSource]:
+    """(config, model, guide, data) of a checkpoint, in eval mode; the data is what the run
+    trained on, or the corpus or task `data` names instead."""
     check_device(device)
     config, model, guide = load_checkpoint(checkpoint, map_location=device)
-    return config, model.eval(), guide.eval(), corpus_for(config, data)
+    return config, model.eval(), guide.eval(), data_for(config, data)
 
 
 def smoke_checkpoint(seed: int = 0) -> Path:

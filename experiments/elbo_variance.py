@@ -23,8 +23,7 @@ import torch
 from common import ArgumentParser, at_least, main_guard
 
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data.batches import sample_batch
-from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.training.build import build, make_elbo
 from pyro_meta_attention.training.run_dir import versions
 
@@ -62,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     at_least(a.repeats, 2, "--repeats")
     pyro.settings.set(module_local_params=True)
     base = (smoke_config() if a.smoke else RunConfig()).override(prior={"name": a.prior})
-    corpus = corpus_for(base)
-    x, y = sample_batch(
-        corpus.train, base.train.batch_size, base.model.block_size, torch.Generator().manual_seed(0)
-    )
+    x, y, _, _ = data_for(base).train_batch(base.train.batch_size, torch.Generator().manual_seed(0))
     rows = []
     for init in ("prior", "random"):
         config = base.override(guide={"init": init})

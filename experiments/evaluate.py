@@ -20,7 +20,7 @@ import torch
 from common import ArgumentParser, UsageError, at_least, load_run, main_guard, smoke_checkpoint
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy, transition_curve
-from pyro_meta_attention.data.batches import held_out_batches
+from pyro_meta_attention.data.sources import held_out_batches
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import parse_policy
 from pyro_meta_attention.training.run_dir import versions
@@ -91,15 +91,18 @@ def main(argv: list[str] | None = None) -> int:
         a.checkpoint = str(smoke_checkpoint())
     if a.checkpoint is None:
         raise UsageError("--checkpoint is required (or --smoke)")
-    config, model, guide, corpus = load_run(a.checkpoint, a.data, a.device)
-    batches = held_out_batches(corpus.val, config, a.batches, a.device)
+    config, model, guide, data = load_run(a.checkpoint, a.data, a.device)
+    batches = held_out_batches(data, config, a.batches, a.device)
     cost_model = cost_model_for(config.model)
-    rows = [evaluate_policy(model, guide, batches, pol, cost_model, a.repeats) for pol in policies]
+    rows = [
+        evaluate_policy(model, guide, batches, pol, cost_model, a.repeats, data.class_names)
+        for pol in policies
+    ]
     print_rows(rows)
     meta = {
         "checkpoint": a.checkpoint,
-        "corpus": corpus.name,
-        "corpus_sha256": corpus.sha256,
+        "corpus": data.name,
+        "corpus_sha256": data.sha256,
         "prior": config.prior.name,
         "batches": len(batches),
         "threads": torch.get_num_threads(),

@@ -3,6 +3,7 @@
     python experiments/train_svi.py                         # default: built-in corpus, compute prior
     python experiments/train_svi.py --prior none --out runs/none
     python experiments/train_svi.py --data ../shared/data/tinyshakespeare.txt --steps 2000
+    python experiments/train_svi.py --preset mqar --prior fixed-full   # the MQAR recall task
     python experiments/train_svi.py --smoke --out /tmp/smoke   # tiny model, a few steps
 
 Writes config.json, metrics.jsonl, checkpoint.pt and summary.json to --out, and prints a
@@ -18,8 +19,8 @@ from pathlib import Path
 from common import ArgumentParser, check_device, main_guard
 
 from pyro_meta_attention.bayes.priors import PRIORS
-from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data.corpus import corpus_for
+from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
+from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
 from pyro_meta_attention.training.svi import fit
@@ -28,7 +29,13 @@ from pyro_meta_attention.training.svi import fit
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d = RunConfig()
     p = ArgumentParser(__doc__)
-    p.add_argument("--data", default=None, help="text/bytes file (default: built-in stdlib corpus)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="base config")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="text/bytes file, synthetic:recall or synthetic:mqar (default: the preset's)",
+    )
+    p.add_argument("--token-shift", action="store_true", help="add the previous token's embedding")
     p.add_argument("--prior", default=d.prior.name, choices=sorted(PRIORS))
     p.add_argument(
         "--strength", type=float, default=d.prior.strength, help="lambda (cost pressure)"
@@ -48,7 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
-    base = smoke_config() if a.smoke else RunConfig()
+    base = PRESETS[a.preset]()
+    if a.smoke:  # the smoke network and sizes, on the preset's data
+        base = smoke_config(
+            data={"path": base.data.path}, model={"token_shift": base.model.token_shift}
+        )
     train = {"seed": a.seed, "device": a.device, "elbo": a.elbo}
     for key in ("steps", "batch_size", "lr", "kl_weight", "kl_anneal"):
         if getattr(a, key) is not None:
@@ -60,7 +71,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         guide["floor"] = a.guide_floor
     return base.override(
         prior={"name": a.prior, "strength": a.strength, "concentration": a.kappa},
-        data={"path": a.data},
+        data={} if a.data is None else {"path": a.data},
+        model={"token_shift": True} if a.token_shift else {},
         train=train,
         guide=guide,
     )
@@ -75,6 +87,7 @@ def print_summary(s: dict, out: Path) -> None:
     )
     print(f"\n== summary ({s['prior']}, {s['steps']} steps) -> {out}")
     print(f"val nats/token (soft)   {s['val_nats_per_token']:.4f}")
+    print(f"val accuracy (soft)     {s['val_accuracy']:.4f}")
     print(f"routing share (argmax)  {shares}")
     print(f"routing entropy         {s['routing_entropy']:.3f} (normalised)")
     print(f"projected hard cost     {s['projected_hard_cost']:.3f} (full attention = 1)")
@@ -88,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     config = config_from_args(a)
     build(config)  # a bad prior or guide setting fails here, before any output is written
-    corpus = corpus_for(config)
+    data = data_for(config)
     check_device(a.device)
-    result = fit(config, out=a.out, progress=not a.no_progress, corpus=corpus)
+    result = fit(config, out=a.out, progress=not a.no_progress, data=data)
     print_summary(result.summary, Path(a.out))
     return 0
 

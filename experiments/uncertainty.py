@@ -21,7 +21,7 @@ import torch
 from common import ArgumentParser, at_least, load_run, main_guard, smoke_checkpoint, visible
 
 from pyro_meta_attention.analysis.uncertainty import uncertainty_report
-from pyro_meta_attention.data.batches import held_out_batches
+from pyro_meta_attention.data.sources import held_out_batches
 from pyro_meta_attention.training.run_dir import write_json
 
 CONTEXT_BYTES = 20  # left context shown with each listed token
@@ -108,10 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     at_least(a.samples, 1, "--samples")
     at_least(a.batches, 1, "--batches")
     checkpoint = smoke_checkpoint(a.seed) if a.smoke else a.checkpoint
-    config, model, guide, corpus = load_run(checkpoint, a.data)
-    x = torch.cat(
-        [xb for xb, _ in held_out_batches(corpus.val, config, a.batches, "cpu")]
-    )  # [N, T]
+    config, model, guide, data = load_run(checkpoint, a.data)
+    x = torch.cat([b.x for b in held_out_batches(data, config, a.batches, "cpu")])  # [N, T]
     pyro.set_rng_seed(a.seed)
     report = with_text(uncertainty_report(model, guide, x, a.samples, top_k=a.top_k), x)
     print(format_report(report))
@@ -120,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         run = {
             "checkpoint": "smoke (temporary)" if a.smoke else str(checkpoint),
-            "data": corpus.name,
-            "corpus_sha256": corpus.sha256,
+            "data": data.name,
+            "corpus_sha256": data.sha256,
             "samples": a.samples,
             "batches": a.batches,
             "seed": a.seed,

@@ -20,6 +20,7 @@ class ModelConfig:
     window: int = 16  # w, local attention sees tokens t-w+1..t
     chunk: int = 16  # chunk length of the chunked linear attention
     dropout: float = 0.0  # dropout in the MLP and residual paths
+    token_shift: bool = False  # add a learned linear map of the previous token's embedding
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "window", "chunk"):
@@ -60,6 +61,7 @@ class DataConfig:
     path: str | None = None  # text/bytes file; None = the built-in stdlib corpus
     max_bytes: int = 4_000_000  # cap on the corpus size (bytes read from the start)
     val_fraction: float = 0.1  # the last 10% of the bytes are the validation split
+    mqar_pairs: int = 4  # synthetic:mqar: key-value pairs per sequence (data/mqar.py)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,26 @@ class RunConfig:
     def override(self, **sections: dict[str, Any]) -> RunConfig:
         """Return a copy with fields replaced per section, e.g. `override(train={"steps": 5})`."""
         return replace(self, **{k: replace(getattr(self, k), **v) for k, v in sections.items()})
+
+
+MQAR_TASK = "synthetic:mqar"  # DataConfig.path of the built-in MQAR task (data/mqar.py)
+
+
+def mqar_config(**sections: dict[str, Any]) -> RunConfig:
+    """The MQAR preset: T = 64, 4 key-value pairs, every query beyond the window w = 8, a
+    2-layer, 2-head, C = 64 network with a token shift (see docs/results.md for its sizing)."""
+    base = RunConfig(
+        model=ModelConfig(
+            block_size=64, n_layer=2, n_head=2, n_embd=64, window=8, chunk=8, token_shift=True
+        ),
+        guide=GuideConfig(embd=16, hidden=32),
+        data=DataConfig(path=MQAR_TASK, mqar_pairs=4),
+        train=TrainConfig(steps=2000, batch_size=64, lr=3e-3, log_every=50, val_batches=4),
+    )
+    return base.override(**sections)
+
+
+PRESETS = {"default": RunConfig, "mqar": mqar_config}  # name -> config factory
 
 
 def smoke_config(**sections: dict[str, Any]) -> RunConfig:

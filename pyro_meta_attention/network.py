@@ -95,6 +95,9 @@ class RoutedTransformer(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        # token shift: what a short causal convolution before attention gives H3, Based and
+        # Zoology's models; it lets one attention layer match a key to the token before it
+        self.shift = nn.Linear(config.n_embd, config.n_embd) if config.token_shift else None
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -111,12 +114,14 @@ class RoutedTransformer(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx [B, T] int64 -> token + position embeddings [B, T, C]."""
+        """idx [B, T] int64 -> token (+ shifted previous token) + position embeddings [B, T, C]."""
         T = idx.shape[-1]
         if self.config.block_size < T:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)
-        return self.tok_emb(idx) + self.pos_emb(pos)
+        e = self.tok_emb(idx)  # [B, T, C]
+        if self.shift is not None:
+            e = e + self.shift(F.pad(e, (0, 0, 1, 0))[:, :-1])  # previous token's, 0 at t = 0
+        return e + self.pos_emb(torch.arange(T, device=idx.device))
 
     def forward(
         self,

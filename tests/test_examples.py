@@ -91,6 +91,17 @@ def check_phase1(out: Path, stdout: str) -> None:
     assert (out / f"phase1-{tag}-shares.png").is_file()
 
 
+def check_mqar_gate(out: Path, stdout: str) -> None:
+    record = json.loads((out / "mqar-gate.json").read_text())
+    assert [(r["model"], r["seed"]) for r in record["runs"]] == [
+        ("fixed-full", 0),
+        ("fixed-local", 0),
+    ]
+    for run in record["runs"]:
+        assert 0.0 <= run["accuracy_hard"] <= 1.0 and run["answers"] > 0
+    assert "Chance accuracy" in (out / "mqar-gate.md").read_text()
+
+
 EXAMPLES = [
     ("train_svi.py --smoke --no-progress --out {out}/run", check_train_run),
     ("train_svi.py --smoke --no-progress --prior none --out {out}/run", check_train_run),
@@ -100,6 +111,7 @@ EXAMPLES = [
         check_evaluation,
     ),
     ("uncertainty.py --smoke --samples 4 --out {out}", check_uncertainty),
+    ("mqar_gate.py --smoke --seeds 1 --out {out}", check_mqar_gate),
     ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     (

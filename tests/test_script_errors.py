@@ -21,6 +21,8 @@ BAD_INPUTS = [
     ("bench_hard_routing.py --smoke --mix 50/60/0", "--mix"),
     ("bench_hard_routing.py --smoke --mix learned:no/such/run", "--mix"),
     ("bench_hard_routing.py --smoke --T 0", "--T"),
+    ("mqar_gate.py --smoke --models bogus", "unknown prior"),
+    ("mqar_gate.py --smoke --seeds 0", "--seeds"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
 ]

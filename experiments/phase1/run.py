@@ -47,7 +47,8 @@ from study import (
 )
 from tqdm.auto import tqdm
 
-from pyro_meta_attention.data.corpus import Corpus, load_corpus
+from pyro_meta_attention.data.corpus import Corpus
+from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.training.run_dir import load_history, versions
 
 DEFAULT_OUT = "runs/phase1"
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, skipped = plan(budget, a.data, ablation=not a.no_ablation, models=a.models)
     if budget.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("the gpu budget needs CUDA, but torch.cuda.is_available() is False")
-    corpus = load_corpus(a.data, budget.model.block_size, budget.max_bytes)
+    corpus = data_for(budget.config(MODELS["none"], 0, a.data))
     # A study that differs from the preset gets its own folders and file names.
     parts = [corpus_tag(a.data)]
     parts += [f"{a.steps}steps"] if a.steps else []

@@ -36,9 +36,9 @@ from pyro_meta_attention.config import (
     RunConfig,
     smoke_config,
 )
-from pyro_meta_attention.data.batches import held_out_batches, val_window_classes
-from pyro_meta_attention.data.corpus import Corpus, corpus_for
+from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.data.recall import RECALL_TASK
+from pyro_meta_attention.data.sources import DataSource, data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
@@ -176,7 +176,7 @@ def load_run(
 
 
 def _trained(
-    config: RunConfig, out: Path, corpus: Corpus, progress: bool
+    config: RunConfig, out: Path, corpus: DataSource, progress: bool
 ) -> tuple[RoutingModel, RoutingGuide, str]:
     """Reuse a finished run with the same config and corpus, else train one."""
     stored = read_json(out / CONFIG_FILE) or {}
@@ -185,7 +185,7 @@ def _trained(
     if finished and same_data and stored.get("config") == config.to_dict():
         _, model, guide = load_run(out, config.train.device)
         return model, guide, "checkpoint"
-    result = fit(config, out=out, progress=progress, corpus=corpus)
+    result = fit(config, out=out, progress=progress, data=corpus)
     return result.model.eval(), result.guide.eval(), "trained"
 
 
@@ -193,22 +193,17 @@ def evaluate_run(
     model: RoutingModel,
     guide: RoutingGuide,
     config: RunConfig,
-    corpus: Corpus,
+    corpus: DataSource,
     samples: int,
     repeats: int,
 ) -> dict[str, Any]:
     """Every Phase-1 metric of a trained run on the held-out batches (JSON-serialisable)."""
-    batches = held_out_batches(corpus.val, config)
+    batches = held_out_batches(corpus, config)
     cost_model = cost_model_for(config.model)
-    windows = None
-    if corpus.val_classes is not None:
-        tc = config.train
-        windows = val_window_classes(
-            corpus.val_classes, tc.batch_size, config.model.block_size, tc.val_batches
-        )
-    soft = evaluate_policy(model, guide, batches, Policy("soft"), cost_model, repeats, windows)
-    hard = evaluate_policy(model, guide, batches, Policy("hard"), cost_model, repeats, windows)
-    x = torch.cat([x for x, _ in batches])  # [N, T]
+    names = corpus.class_names
+    soft = evaluate_policy(model, guide, batches, Policy("soft"), cost_model, repeats, names)
+    hard = evaluate_policy(model, guide, batches, Policy("hard"), cost_model, repeats, names)
+    x = torch.cat([b.x for b in batches])  # [N, T]
     with torch.no_grad():
         stats = routing_stats(guide, x)
         alpha_bar = guide.posterior_mean(x).cpu()  # [N, T, L, M]
@@ -216,8 +211,8 @@ def evaluate_run(
     epistemic = [layer["epistemic"] for layer in report["layers"]]
     layer_share = [argmax_share(a).tolist() for a in alpha_bar.unbind(2)]
     classes = None
-    if windows is not None:
-        classes = class_shares(alpha_bar, torch.cat(windows))
+    if names is not None:
+        classes = class_shares(alpha_bar, torch.cat([b.classes for b in batches]).cpu(), names)
         for name, share in classes.items():
             share["nats_soft"] = soft["class_nats"][name]
             share["nats_hard"] = hard["class_nats"][name]
@@ -244,7 +239,7 @@ def run_one(
     config: RunConfig,
     out_dir: str | Path,
     label: str | None = None,
-    corpus: Corpus | None = None,
+    corpus: DataSource | None = None,
     progress: bool = False,
     samples: int = 8,
     repeats: int = 3,
@@ -257,7 +252,7 @@ def run_one(
     """
     out = Path(out_dir)
     if corpus is None:
-        corpus = corpus_for(config)
+        corpus = data_for(config)
     cached = read_json(out / EVAL_FILE) or {}
     if cached.get("config") == config.to_dict() and cached.get("corpus_sha256") == corpus.sha256:
         return cached | {"source": "cached"}
@@ -282,7 +277,7 @@ def run_one(
 
 
 def transition_rows(
-    run_dir: str | Path, corpus: Corpus, device: str = "cpu"
+    run_dir: str | Path, corpus: DataSource, device: str = "cpu"
 ) -> list[dict[str, Any]]:
     """`analysis.evaluation.transition_curve` over THRESHOLDS for a finished run (cached in the run)."""
     path = Path(run_dir) / TRANSITION_FILE
@@ -293,7 +288,7 @@ def transition_rows(
     rows = transition_curve(
         model,
         guide,
-        held_out_batches(corpus.val, config),
+        held_out_batches(corpus, config),
         cost_model_for(config.model),
         list(THRESHOLDS),
         1,

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
-from ..data.recall import CLASS_NAMES
+from ..data.batches import Batch
 from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import CostModel
 from ..mechanisms.routed import dense_full_flops, routed_flops
@@ -32,21 +32,29 @@ from ..policies import Policy, assign
 from .simplex import argmax_counts, normalised_entropy
 from .timing import time_interleaved
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+Batches = list[Batch]
+
+
+def scored(batch: Batch, token_values: torch.Tensor) -> torch.Tensor:
+    """The values [B * T] of the positions whose target is scored (all, or batch.mask)."""
+    return token_values if batch.mask is None else token_values[batch.mask.flatten()]
 
 
 @torch.no_grad()
-def soft_val_nats(
-    model: RoutingModel, guide: RoutingGuide, batches: list[tuple[torch.Tensor, torch.Tensor]]
-) -> float:
-    """Mean next-byte NLL (nats/token) with every layer mixed by the posterior mean alpha_bar."""
-    total, count = 0.0, 0
-    for x, y in batches:
-        mean = guide.posterior_mean(x)  # [B, T, L, M]
-        logits = model.net(x, list(mean.unbind(2)))
-        total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum"))
-        count += y.numel()
-    return total / count
+def soft_val_metrics(
+    model: RoutingModel, guide: RoutingGuide, batches: Batches
+) -> dict[str, float]:
+    """Held-out nats per scored token and accuracy (argmax = target) with every layer mixed by
+    the posterior mean alpha_bar."""
+    nll, correct, count = 0.0, 0, 0
+    for b in batches:
+        mean = guide.posterior_mean(b.x)  # [B, T, L, M]
+        logits = model.net(b.x, list(mean.unbind(2))).flatten(0, 1)  # [B * T, V]
+        y = b.y.flatten()
+        nll += float(scored(b, F.cross_entropy(logits, y, reduction="none")).sum())
+        correct += int(scored(b, logits.argmax(-1) == y).sum())
+        count += int(scored(b, y).numel())
+    return {"nats": nll / count, "accuracy": correct / count}
 
 
 def policy_assignments(
@@ -66,31 +74,34 @@ def evaluate_policy(
     policy: Policy,
     cost_model: CostModel,
     repeats: int = 3,
-    classes: list[torch.Tensor] | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Held-out nats/token, the three costs, shares and entropy under one policy.
+    """Held-out nats per scored token, accuracy, the three costs, shares and entropy under one
+    policy.
 
-    classes: per batch the token class [B, T] (values index CLASS_NAMES of `data/recall.py`);
-    with them the result also holds "class_nats", the nats/token of each class.
+    class_names: the names of the values of `Batch.classes`; with them the result also holds
+    "class_nats", the nats/token of each class (every position of that class).
     """
     net, mc = model.net, model.net.config
-    cost = cost_model.normalised().to(batches[0][0].device)
+    cost = cost_model.normalised().to(batches[0].x.device)
     M = len(MECHANISMS)
-    nll, tokens, routed, dense = 0.0, 0, 0.0, 0.0
+    nll, correct, tokens, routed, dense = 0.0, 0, 0, 0.0, 0.0
     counts = torch.zeros(M + 1, dtype=torch.float64)  # hard per mechanism, then soft
     argmax_total = torch.zeros(M, dtype=torch.float64)
     entropy_sum, pairs = 0.0, 0
-    n_classes = len(CLASS_NAMES)
+    n_classes = len(class_names or ())
     class_nll = torch.zeros(n_classes, dtype=torch.float64)
     class_tokens = torch.zeros(n_classes, dtype=torch.float64)
-    for i, (x, y) in enumerate(batches):
+    for b in batches:
+        x = b.x
         alphas, assignments = policy_assignments(guide, x, policy, cost)
-        logits = net(x, alphas, assignments)
-        token_nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-        nll += float(token_nll.sum())
-        tokens += y.numel()
-        if classes is not None:
-            c = classes[i].flatten().long().cpu()
+        logits = net(x, alphas, assignments).flatten(0, 1)  # [B * T, V]
+        token_nll = F.cross_entropy(logits, b.y.flatten(), reduction="none")
+        nll += float(scored(b, token_nll).sum())
+        correct += int(scored(b, logits.argmax(-1) == b.y.flatten()).sum())
+        tokens += int(scored(b, token_nll).numel())
+        if class_names is not None:
+            c = b.classes.flatten().long().cpu()
             class_nll += torch.bincount(c, token_nll.double().cpu(), minlength=n_classes)
             class_tokens += torch.bincount(c, minlength=n_classes).double()
         for alpha, a in zip(alphas, assignments, strict=True):
@@ -103,7 +114,7 @@ def evaluate_policy(
             entropy_sum += float(normalised_entropy(alpha.double()).sum())
             pairs += alpha.shape[0] * alpha.shape[1]
     shares = argmax_total / argmax_total.sum()
-    x0 = batches[0][0]
+    x0 = batches[0].x
     alphas0, assignments0 = policy_assignments(guide, x0, policy, cost)
     full = [torch.zeros_like(a) for a in assignments0]  # every token hard-routed to full
     fns = {
@@ -115,6 +126,7 @@ def evaluate_policy(
     return {
         "policy": str(policy),
         "val_nats_per_token": nll / tokens,
+        "val_accuracy": correct / tokens,
         "val_tokens": tokens,
         "hard_fraction": float(counts[:M].sum() / counts.sum()),
         "assignment_share": dict(
@@ -128,11 +140,11 @@ def evaluate_policy(
         "wall_ms": {"routed": 1000 * hard_s, "dense_full": 1000 * dense_s},
     } | (
         {}
-        if classes is None
+        if class_names is None
         else {
             "class_nats": {
                 name: float(class_nll[c] / class_tokens[c]) if class_tokens[c] else None
-                for c, name in enumerate(CLASS_NAMES)
+                for c, name in enumerate(class_names)
             }
         }
     )

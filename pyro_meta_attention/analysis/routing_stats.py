@@ -11,7 +11,8 @@ alpha_bar [B, T, L, M] (and, for Dirichlet posteriors, the concentration) withou
 - prior_distance: mean total-variation distance between alpha_bar and the prior mean;
 - token_spread: mean over mechanisms of the std of alpha_bar across tokens (0: every token
   is routed alike, i.e. nothing per-token was learned);
-- collapse_fraction: share of pairs with max_m alpha_bar > 0.9.
+- collapse_fraction: share of pairs with max_m alpha_bar > 0.9;
+- penalty: a prior's explicit penalty summed over layers, mean per token (None without one).
 KL, argmax_differs and prior_distance are None for the improper `none` prior.
 `class_shares` splits the shares by token class on the synthetic tasks.
 """
@@ -42,7 +43,11 @@ def routing_stats(guide: RoutingGuide, x: torch.Tensor) -> dict[str, object]:
         "kl": None,
         "argmax_differs": None,
         "prior_distance": None,
+        "penalty": None,
     }
+    penalty = prior.penalty(mean)  # [B, T, L] or None
+    if penalty is not None:
+        stats["penalty"] = float(penalty.sum(-1).mean())
     prior_conc = prior.concentration()
     if prior_conc is not None:
         q = Dirichlet(guide.concentration(x).double())  # batch [B, T, L]

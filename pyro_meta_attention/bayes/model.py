@@ -11,15 +11,19 @@ parameters are this module's own (`pyro.settings.set(module_local_params=True)`)
 
 from __future__ import annotations
 
+import math
+from contextlib import nullcontext
+
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
 from ..analysis.simplex import normalised_entropy
 from ..network import RoutedTransformer
 from .priors import RoutingPrior
-from .sites import OBS_SITE, routing_scale, routing_site, token_plates
+from .sites import OBS_SITE, penalty_site, routing_scale, routing_site, token_plates
 
 
 class RoutingModel(PyroModule):
@@ -35,11 +39,16 @@ class RoutingModel(PyroModule):
         beta: float = 1.0,
         mask: torch.Tensor | None = None,
         tau: float = 0.0,
+        obs_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V].
 
+        mask [B, T] drops positions from every site (model and guide); obs_mask [B, T] scores
+        only those positions' targets while routing sites still cover every token (a task's
+        answers, `Batch.mask`); the scale stays 1 / tokens either way.
         tau > 0 routes tokens whose sampled alpha has normalised entropy < tau hard
-        (straight-through one-hot, see `harden`): the soft-to-hard training schedule.
+        (straight-through one-hot, see `harden`): the soft-to-hard training schedule; a prior
+        with `straight_through` routes every token so. A prior's `penalty` enters as a factor.
         """
         B, T = x.shape
         like = self.net.tok_emb.weight
@@ -49,8 +58,13 @@ class RoutingModel(PyroModule):
                 with routing_scale(beta):
                     prior = self.prior.distribution(torch.Size([B, T]), like)
                     alphas.append(pyro.sample(routing_site(layer), prior))
+                penalty = self.prior.penalty(alphas[-1])
+                if penalty is not None:
+                    pyro.factor(penalty_site(layer), -penalty)
+            tau = math.inf if self.prior.straight_through else tau
             logits = self.net(x, [harden(a, tau) for a in alphas])
-            pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
+            with nullcontext() if obs_mask is None else poutine.mask(mask=obs_mask.bool()):
+                pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
         return logits
 
 

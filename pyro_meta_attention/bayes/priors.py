@@ -11,6 +11,9 @@ same thing across priors. Adding a prior is one class plus one `@register_prior(
 - `none`: the paper's prior-free baseline. An improper flat density (log p = 0) in the model and
   a deterministic softmax router (a Delta) in the guide, so the ELBO reduces to the
   log-likelihood: maximum likelihood on the same network and code path, with zero KL.
+- `cost-penalised`: the fair non-Bayesian competitor (the paper's public prototype): `none`
+  plus an explicit expected-cost penalty lambda · sum_m alpha_m c_m per token and layer, trained
+  with straight-through hard routing so that it loses nothing when hardened.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class RoutingPrior(ABC):
 
     name: str = ""
     deterministic: bool = False  # True: no posterior, the guide is a point-estimate router
+    straight_through: bool = False  # True: the network always sees one-hot alpha (`harden`)
     default_concentration: float = 3.0  # kappa when PriorConfig.concentration is None
 
     def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
@@ -69,6 +73,10 @@ class RoutingPrior(ABC):
 
     def fixed_weights(self) -> torch.Tensor | None:
         """alpha [M] float64 if the routing is fixed (single-mechanism models), else None."""
+        return None
+
+    def penalty(self, alpha: torch.Tensor) -> torch.Tensor | None:
+        """An explicit penalty [...] added to the loss for routing alpha [..., M], or None."""
         return None
 
     def mean(self) -> torch.Tensor | None:
@@ -144,6 +152,23 @@ class NoPrior(RoutingPrior):
 
     def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
         return dist.ImproperUniform(constraints.simplex, tuple(batch_shape), (self.n_mechanisms,))
+
+
+@register_prior("cost-penalised")
+class CostPenalised(NoPrior):
+    """`none` plus lambda · sum_m alpha_m c_m (lambda = PriorConfig.strength) per token and layer,
+    with straight-through hard routing in training (forward one-hot, backward through alpha)."""
+
+    straight_through = True
+
+    def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
+        super().__init__(config, cost)
+        if config.strength < 0:
+            raise ValueError(f"cost penalty lambda must be >= 0, got {config.strength}")
+
+    def penalty(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Expected cost of the router's probabilities alpha [..., M] times lambda: [...]."""
+        return self.config.strength * (alpha * self.cost.to(alpha)).sum(-1)
 
 
 class FixedMechanism(RoutingPrior):

@@ -3,7 +3,8 @@
 Model and guide enter the same `token_plates` context and wrap each routing site in the same
 `routing_scale`, so masking and scaling are applied to both sides of the ELBO (masking only
 the model gives a wrong loss). The ELBO is scaled by 1 / (number of unmasked tokens), so the
-loss is in nats per token.
+loss is in nats per token. (A task that scores only some targets masks the observation site
+alone, `RoutingModel(obs_mask=...)`; the scale stays 1 / tokens.)
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ BATCH_PLATE = "batch"  # dim -2: B sequences
 TOKEN_PLATE = "tokens"  # dim -1: T positions
 OBS_SITE = "next_byte"  # observed next byte, Categorical over the vocabulary
 ROUTING_PREFIX = "alpha_"  # routing site of layer l is f"alpha_{l}", value [B, T, M]
+PENALTY_PREFIX = "penalty_"  # a prior's explicit penalty on layer l's routing (pyro.factor)
 
 
 def routing_site(layer: int) -> str:
     return f"{ROUTING_PREFIX}{layer}"
+
+
+def penalty_site(layer: int) -> str:
+    return f"{PENALTY_PREFIX}{layer}"
 
 
 @contextmanager

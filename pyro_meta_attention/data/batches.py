@@ -6,9 +6,21 @@ windows are the consecutive non-overlapping windows from the start of the valida
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
-from ..config import RunConfig
+
+class Batch(NamedTuple):
+    """One batch of a data source; positions are [B, T]."""
+
+    x: torch.Tensor  # int64 input bytes
+    y: torch.Tensor  # int64 targets: the next byte, or a task's answer
+    mask: torch.Tensor | None = None  # bool: the positions whose target is scored (None: all)
+    classes: torch.Tensor | None = None  # uint8 token class of each position, if known
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(*(None if t is None else t.to(device) for t in self))
 
 
 def sample_batch(
@@ -44,20 +56,3 @@ def val_window_classes(
     """The class [B, T] of every input position of the `val_windows` batches."""
     windows = classes[_val_index(classes.numel(), batch_size, block_size, max_batches)][:, :-1]
     return [windows[i : i + batch_size] for i in range(0, windows.shape[0], batch_size)]
-
-
-def held_out_batches(
-    split: torch.Tensor,
-    config: RunConfig,
-    batches: int | None = None,
-    device: str | torch.device | None = None,
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`val_windows` of a split at a run config's batch size and block size, on `device`
-    (default: the config's), `batches` of them (default: `TrainConfig.val_batches`)."""
-    tc = config.train
-    n = tc.val_batches if batches is None else batches
-    device = tc.device if device is None else device
-    return [
-        (x.to(device), y.to(device))
-        for x, y in val_windows(split, tc.batch_size, config.model.block_size, n)
-    ]

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import RunConfig
-from .recall import RECALL_TASK, recall_corpus
+from .batches import Batch, sample_batch, val_window_classes, val_windows
+from .recall import CLASS_NAMES, RECALL_TASK, recall_corpus
 
 BUILTIN = "builtin:stdlib"
 
@@ -38,11 +38,38 @@ class Corpus:
     train: torch.Tensor  # [N_train] uint8
     val: torch.Tensor  # [N_val] uint8
     sha256: str  # of the bytes used (after the cap)
+    block_size: int  # T, bytes per window
     val_classes: torch.Tensor | None = None  # [N_val] uint8 token classes (synthetic tasks)
 
     @property
     def n_bytes(self) -> int:
         return self.train.numel() + self.val.numel()
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return None if self.val_classes is None else CLASS_NAMES
+
+    def record(self) -> dict[str, object]:
+        """What a run folder records of its data."""
+        return {
+            "name": self.name,
+            "bytes": self.n_bytes,
+            "sha256": self.sha256,
+            "train_bytes": self.train.numel(),
+            "val_bytes": self.val.numel(),
+        }
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Windows at random offsets of the training split (every next byte scored)."""
+        return Batch(*sample_batch(self.train, batch_size, self.block_size, generator))
+
+    def val_batches(self, batch_size: int, count: int) -> list[Batch]:
+        """Up to `count` batches of consecutive windows from the start of the validation split."""
+        pairs = val_windows(self.val, batch_size, self.block_size, count)
+        if self.val_classes is None:
+            return [Batch(x, y) for x, y in pairs]
+        classes = val_window_classes(self.val_classes, batch_size, self.block_size, count)
+        return [Batch(x, y, None, c) for (x, y), c in zip(pairs, classes, strict=True)]
 
 
 def builtin_bytes(max_bytes: int) -> bytes:
@@ -110,13 +137,6 @@ def load_corpus(
         train=tensor[: len(data) - n_val],
         val=tensor[len(data) - n_val :],
         sha256=hashlib.sha256(data).hexdigest(),
+        block_size=block_size,
         val_classes=None if classes is None else classes[len(data) - n_val :],
-    )
-
-
-def corpus_for(config: RunConfig, path: str | None = None) -> Corpus:
-    """The corpus a run config names (or `path` instead), at its block size, cap and split."""
-    d = config.data
-    return load_corpus(
-        d.path if path is None else path, config.model.block_size, d.max_bytes, d.val_fraction
     )

@@ -3,7 +3,7 @@
 Read top-down, one step each:
 
     fit            set up (`_setup`), then `_train`, then `summarise`, writing the run folder
-    _setup         corpus, seed, model + guide on the device, the ELBOModule, the run folder
+    _setup         data, seed, model + guide on the device, the ELBOModule, the run folder
     _train         the loop: schedules, `_svi_step`, a metrics row every `log_every` steps
     _svi_step      one ELBO gradient step with gradient-norm clipping
     summarise      held-out nats under soft routing plus routing statistics
@@ -27,13 +27,13 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from ..analysis.evaluation import soft_val_nats
+from ..analysis.evaluation import soft_val_metrics
 from ..analysis.routing_stats import routing_learned, routing_stats
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
 from ..config import RunConfig
-from ..data.batches import held_out_batches, sample_batch
-from ..data.corpus import Corpus, corpus_for
+from ..data.batches import Batch
+from ..data.sources import DataSource, data_for, held_out_batches
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import save_checkpoint
@@ -48,7 +48,7 @@ class FitResult:
     config: RunConfig  # what was trained
     model: RoutingModel  # network + prior, trained
     guide: RoutingGuide  # the amortised posterior, trained
-    corpus: Corpus  # the data it was trained on
+    data: DataSource  # the corpus or task it was trained on
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics.jsonl rows
     summary: dict[str, Any] = field(default_factory=dict)  # what summary.json holds
 
@@ -59,7 +59,7 @@ class _Session:
 
     result: FitResult
     elbo: Any  # the ELBOModule: elbo(x, y, beta=..., tau=...) -> loss
-    batch: Any  # () -> (x, y) [B, T] on the device
+    batch: Any  # () -> Batch on the device
     out: Path | None
     step_times: list[float] = field(default_factory=list)
 
@@ -68,10 +68,10 @@ def fit(
     config: RunConfig,
     out: str | Path | None = None,
     progress: bool = True,
-    corpus: Corpus | None = None,
+    data: DataSource | None = None,
 ) -> FitResult:
     """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json."""
-    session = _setup(config, out, corpus)
+    session = _setup(config, out, data)
     _train(session, progress)
     result = session.result
     result.summary = summarise(result, session.step_times)
@@ -83,49 +83,43 @@ def fit(
     return result
 
 
-def _setup(config: RunConfig, out: str | Path | None, corpus: Corpus | None) -> _Session:
-    tc, mc = config.train, config.model
+def _setup(config: RunConfig, out: str | Path | None, data: DataSource | None) -> _Session:
+    tc = config.train
     device = torch.device(tc.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
     pyro.settings.set(module_local_params=True)
     pyro.clear_param_store()
-    corpus = corpus_for(config) if corpus is None else corpus
+    data = data_for(config) if data is None else data
     gen = set_seed(tc.seed)
     model, guide = (m.to(device) for m in build(config))
     out_dir = None if out is None else Path(out)
     if out_dir is not None:
-        _start_run_dir(out_dir, config, corpus)
+        _start_run_dir(out_dir, config, data)
 
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = sample_batch(corpus.train, tc.batch_size, mc.block_size, gen)
-        return x.to(device), y.to(device)
+    def batch() -> Batch:
+        return data.train_batch(tc.batch_size, gen).to(device)
 
-    result = FitResult(config, model, guide, corpus)
+    result = FitResult(config, model, guide, data)
     return _Session(result, make_elbo(tc.elbo)(model, guide), batch, out_dir)
 
 
-def _start_run_dir(out: Path, config: RunConfig, corpus: Corpus) -> None:
-    """config.json (config, seed, versions, corpus, cost model) and an empty metrics.jsonl."""
+def _start_run_dir(out: Path, config: RunConfig, data: DataSource) -> None:
+    """config.json (config, seed, versions, data, cost model) and an empty metrics.jsonl."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.jsonl").write_text("")
-    corpus_record = {
-        "name": corpus.name,
-        "bytes": corpus.n_bytes,
-        "sha256": corpus.sha256,
-        "train_bytes": corpus.train.numel(),
-        "val_bytes": corpus.val.numel(),
-    }
     cost = cost_model_for(config.model).to_dict()
-    extra = {"seed": config.train.seed, "corpus": corpus_record, "cost_model": cost}
+    extra = {"seed": config.train.seed, "corpus": data.record(), "cost_model": cost}
     write_config(out, config, extra)
 
 
 def _train(s: _Session, progress: bool) -> None:
     """The SVI loop; on Ctrl-C the checkpoint so far is saved (no summary) and it re-raises."""
     r, tc = s.result, s.result.config.train
-    x, y = s.batch()
-    s.elbo(x, y)  # warm-up call: lets Pyro set up before the optimiser sees the parameters
+    batch = s.batch()
+    s.elbo(
+        batch.x, batch.y, obs_mask=batch.mask
+    )  # warm-up call: lets Pyro set up before the optimiser sees the parameters
     optimizer = make_optimizer(r.model, r.guide, r.config)
     bar = tqdm(range(tc.steps), desc=f"svi {r.config.prior.name}", disable=not progress)
     step = 0
@@ -133,14 +127,14 @@ def _train(s: _Session, progress: bool) -> None:
         for step in bar:
             for group in optimizer.param_groups:
                 group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
-            row = _svi_step(s, optimizer, step, x, y)
+            row = _svi_step(s, optimizer, step, batch)
             if row is not None:
                 r.history.append(row)
                 if s.out is not None:
                     append_metrics(s.out, row)
                 share = "/".join(f"{v:.2f}" for v in row["routing_share"])
                 bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl'] or 0:.3f}", share=share)
-            x, y = s.batch()
+            batch = s.batch()
     except KeyboardInterrupt:
         if s.out is not None:  # keep what was trained; the summary is not written
             save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, step)
@@ -148,13 +142,14 @@ def _train(s: _Session, progress: bool) -> None:
         raise
 
 
-def _svi_step(s: _Session, optimizer, step: int, x, y) -> dict[str, Any] | None:
-    """One gradient step on (x, y); returns the metrics row when this step logs, else None."""
+def _svi_step(s: _Session, optimizer, step: int, batch: Batch) -> dict[str, Any] | None:
+    """One gradient step on a batch; returns the metrics row when this step logs, else None."""
     r, tc = s.result, s.result.config.train
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
+    x = batch.x
     t0 = time.perf_counter()
-    loss = s.elbo(x, y, beta=beta, tau=tau)
+    loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask)
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
         with torch.no_grad():
@@ -172,11 +167,13 @@ def _svi_step(s: _Session, optimizer, step: int, x, y) -> dict[str, Any] | None:
         raise FloatingPointError(f"non-finite loss {loss_value} at step {step}")
     if not logging:
         return None
-    kl = stats["kl"] or 0.0
+    # loss, kl and penalty are per token; nats are per scored token (all, or the batch's mask)
+    routing_terms = beta * (stats["kl"] or 0.0) + (stats["penalty"] or 0.0)
+    per_scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())
     return {
         "step": step,
         "loss": loss_value,
-        "nats_per_token": loss_value - beta * kl,
+        "nats_per_token": (loss_value - routing_terms) * per_scored,
         "beta": beta,
         "tau": tau,
         **stats,
@@ -187,17 +184,18 @@ def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
     """Validation metrics under soft routing plus routing statistics on the held-out split."""
     config, model, guide = result.config, result.model, result.guide
     device = next(model.parameters()).device
-    batches = held_out_batches(result.corpus.val, config, device=device)
+    batches = held_out_batches(result.data, config, device=device)
     with torch.no_grad():
-        val_nats = soft_val_nats(model, guide, batches)
-        stats = routing_stats(guide, torch.cat([x for x, _ in batches]))
+        val = soft_val_metrics(model, guide, batches)
+        stats = routing_stats(guide, torch.cat([b.x for b in batches]))
     learned, verdict = routing_learned(stats, guide.prior)
     cost = cost_model_for(config.model)
     return {
         "prior": config.prior.name,
         "steps": config.train.steps,
-        "val_nats_per_token": val_nats,
-        "val_tokens": sum(y.numel() for _, y in batches),
+        "val_nats_per_token": val["nats"],
+        "val_accuracy": val["accuracy"],
+        "val_tokens": sum(b.y.numel() if b.mask is None else int(b.mask.sum()) for b in batches),
         **stats,
         "projected_hard_cost": cost.projected_cost(torch.tensor(stats["routing_share"])),
         "cost_vector": cost.normalised().tolist(),

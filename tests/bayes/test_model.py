@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Dirichlet, kl_divergence
 
 from pyro_meta_attention.bayes.model import harden
-from pyro_meta_attention.bayes.sites import OBS_SITE, routing_site
+from pyro_meta_attention.bayes.sites import OBS_SITE, penalty_site, routing_site
 from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.data.batches import sample_batch
 from pyro_meta_attention.training.build import build, make_elbo
@@ -90,8 +90,9 @@ def test_mask_and_scale_reach_both_sides():
     assert torch.allclose(a, b)
 
 
-def test_routed_model_is_causal():
-    config = smoke_config()
+@pytest.mark.parametrize("token_shift", [False, True])
+def test_routed_model_is_causal(token_shift):
+    config = smoke_config(model={"token_shift": token_shift})
     model, guide = build(config)
     model = model.double()
     x, _ = batch()
@@ -133,3 +134,69 @@ def test_harden_is_straight_through():
     out.sum().backward()
     assert torch.equal(alpha.grad, torch.ones_like(alpha))  # identity gradient
     assert harden(alpha, 0.0) is alpha
+
+
+def test_obs_mask_scores_only_its_positions_and_routing_covers_every_token():
+    model, guide = build(smoke_config())
+    elbo = make_elbo("meanfield")(model, guide)
+    x, y = batch()
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[:, [5, 17]] = True
+    y_other = y.clone()
+    y_other[~mask] = (y_other[~mask] + 1) % 256  # change only unscored targets
+    y_scored = y.clone()
+    y_scored[mask] = (y_scored[mask] + 1) % 256
+    losses = []
+    for target in (y, y_other, y_scored):
+        pyro.set_rng_seed(3)
+        losses.append(elbo(x, target, obs_mask=mask))
+    assert torch.allclose(losses[0], losses[1]) and not torch.allclose(losses[0], losses[2])
+    pyro.set_rng_seed(3)
+    trace = poutine.trace(model).get_trace(x, y, obs_mask=mask)
+    trace.compute_log_prob()
+    assert trace.nodes[routing_site(0)]["log_prob"].shape == (B, T)  # every token routed
+    assert (trace.nodes[OBS_SITE]["log_prob"][~mask] == 0).all()
+
+
+def test_token_shift_adds_the_previous_token():
+    net = build(smoke_config(model={"token_shift": True}))[0].net
+    x, _ = batch()
+    e = net.embed(x)
+    x2 = x.clone()
+    x2[:, 3] = (x2[:, 3] + 1) % 256
+    e2 = net.embed(x2)
+    changed = (e - e2).abs().sum(-1).gt(0)  # [B, T]: positions whose embedding moved
+    assert changed[:, 3].all() and changed[:, 4].all() and not changed[:, 5:].any()
+
+
+def test_cost_penalised_model_routes_hard_and_adds_the_penalty(monkeypatch):
+    import pyro_meta_attention.network as network
+
+    config = smoke_config(
+        prior={"name": "cost-penalised", "strength": 0.7}, guide={"init": "random"}
+    )
+    model, guide = build(config)
+    x, y = batch()
+    seen = []
+    real = network.MixedAttention.forward
+
+    def record(self, h, alpha, assignment=None):
+        seen.append(alpha)
+        return real(self, h, alpha, assignment)
+
+    monkeypatch.setattr(network.MixedAttention, "forward", record)
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, y)
+    trace.compute_log_prob()
+    for layer, alpha in enumerate(seen):  # the network saw one-hot alpha ...
+        one_hot = torch.nn.functional.one_hot(alpha.argmax(-1), 3).float()
+        # one_hot + alpha - alpha.detach(): exact up to float32 rounding of alpha - alpha
+        torch.testing.assert_close(alpha.detach(), one_hot, rtol=0, atol=1e-6)
+        soft = guide_trace.nodes[routing_site(layer)]["value"]
+        assert not torch.equal(soft, alpha.detach())  # ... of the soft router weights
+        factor = trace.nodes[penalty_site(layer)]["log_prob"] * B * T  # [B, T], scale undone
+        torch.testing.assert_close(factor, -0.7 * (soft * model.prior.cost.float()).sum(-1))
+    # straight-through: the loss gradient reaches the router through the one-hot forward
+    loss = make_elbo("meanfield")(model, guide)(x, y)
+    (grad,) = torch.autograd.grad(loss, [guide.mlp[-1].weight])
+    assert grad.abs().sum() > 0

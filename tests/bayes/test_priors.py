@@ -62,6 +62,17 @@ def test_none_prior_is_flat_and_deterministic():
     assert torch.equal(d.log_prob(torch.full((3, 3), 1 / 3)), torch.zeros(3))
 
 
+def test_cost_penalised_is_none_plus_lambda_times_expected_cost():
+    prior = make_prior(PriorConfig(name="cost-penalised", strength=0.5), COST)
+    assert prior.deterministic and prior.straight_through and prior.mean() is None
+    alpha = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]], dtype=torch.float64)
+    want = 0.5 * (alpha * COST).sum(-1)  # lambda * sum_m alpha_m c_m
+    torch.testing.assert_close(prior.penalty(alpha), want)
+    assert make_prior(PriorConfig(name="none"), COST).penalty(alpha) is None
+    with pytest.raises(ValueError, match="lambda must be >= 0"):
+        make_prior(PriorConfig(name="cost-penalised", strength=-1.0), COST)
+
+
 def test_bad_prior_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown prior"):
         make_prior(PriorConfig(name="nope"), COST)
