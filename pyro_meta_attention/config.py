@@ -75,6 +75,7 @@ class TrainConfig:
     elbo: str = "meanfield"  # "meanfield" (analytic KL) or "trace" (Monte Carlo KL)
     kl_weight: float = 1.0  # final weight beta of the routing KL
     kl_anneal: int = 200  # steps over which beta rises linearly from 0 to kl_weight
+    full_warmup: int = 0  # first steps in which the network runs all-full attention (see fit)
     harden_final: float = 0.0  # soft-to-hard schedule: final entropy threshold tau (0 = off)
     harden_start: int = 0  # step at which tau starts rising from 0
     harden_end: int = 0  # step at which tau reaches harden_final

@@ -91,15 +91,20 @@ def check_phase1(out: Path, stdout: str) -> None:
     assert (out / f"phase1-{tag}-shares.png").is_file()
 
 
-def check_mqar_gate(out: Path, stdout: str) -> None:
-    record = json.loads((out / "mqar-gate.json").read_text())
-    assert [(r["model"], r["seed"]) for r in record["runs"]] == [
-        ("fixed-full", 0),
+def check_mqar_study(out: Path, stdout: str) -> None:
+    record = json.loads((out / "mqar-smoke.json").read_text())
+    runs = record["runs"]
+    assert [(r["label"], r["seed"]) for r in runs] == [
         ("fixed-local", 0),
+        ("cost-penalised@0.5", 0),
     ]
-    for run in record["runs"]:
+    assert runs[1]["strength"] == 0.5 and runs[0]["counted_hard_cost"] < 1.0
+    for run in runs:
         assert 0.0 <= run["accuracy_hard"] <= 1.0 and run["answers"] > 0
-    assert "Chance accuracy" in (out / "mqar-gate.md").read_text()
+        assert set(run["class_layer_share"][0]) == {"other", "key", "value", "query"}
+    assert record["config"]["train"]["full_warmup"] == 0  # --set touches non-fixed models only
+    assert "Chance accuracy" in (out / "mqar-smoke.md").read_text()
+    assert (out / "mqar-smoke-pareto.png").stat().st_size > 10_000
 
 
 EXAMPLES = [
@@ -111,7 +116,11 @@ EXAMPLES = [
         check_evaluation,
     ),
     ("uncertainty.py --smoke --samples 4 --out {out}", check_uncertainty),
-    ("mqar_gate.py --smoke --seeds 1 --out {out}", check_mqar_gate),
+    (
+        "mqar_study.py --smoke --tag smoke --seeds 1 --models fixed-local cost-penalised@0.5 "
+        "--set train.full_warmup=2 --out {out}",
+        check_mqar_study,
+    ),
     ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     (

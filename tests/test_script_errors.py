@@ -21,8 +21,11 @@ BAD_INPUTS = [
     ("bench_hard_routing.py --smoke --mix 50/60/0", "--mix"),
     ("bench_hard_routing.py --smoke --mix learned:no/such/run", "--mix"),
     ("bench_hard_routing.py --smoke --T 0", "--T"),
-    ("mqar_gate.py --smoke --models bogus", "unknown prior"),
-    ("mqar_gate.py --smoke --seeds 0", "--seeds"),
+    ("mqar_study.py --smoke --tag t --models bogus", "unknown prior"),
+    ("mqar_study.py --smoke --tag t --models cost-penalised@x", "not a number"),
+    ("mqar_study.py --smoke --tag t --set train.nope=1", "SECTION.FIELD=VALUE"),
+    ("mqar_study.py --smoke --tag t --seeds 0", "--seeds"),
+    ("mqar_study.py --smoke --tag a/b", "--tag"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
 ]

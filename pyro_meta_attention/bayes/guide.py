@@ -109,9 +109,10 @@ class RoutingGuide(PyroModule):
         mask: torch.Tensor | None = None,
         tau: float = 0.0,
         obs_mask: torch.Tensor | None = None,
+        route: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Sample every routing site; returns n_layer x alpha [B, T, M] (tau and obs_mask:
-        model-side only)."""
+        """Sample every routing site; returns n_layer x alpha [B, T, M] (tau, obs_mask and
+        route: model-side only)."""
         B, T = x.shape
         params = self.router_weights(x) if self.prior.deterministic else self.concentration(x)
         alphas = []

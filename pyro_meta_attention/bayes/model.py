@@ -40,6 +40,7 @@ class RoutingModel(PyroModule):
         mask: torch.Tensor | None = None,
         tau: float = 0.0,
         obs_mask: torch.Tensor | None = None,
+        route: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, T] int64 bytes, y [B, T] next bytes (None: sampled) -> logits [B, T, V].
 
@@ -49,6 +50,8 @@ class RoutingModel(PyroModule):
         tau > 0 routes tokens whose sampled alpha has normalised entropy < tau hard
         (straight-through one-hot, see `harden`): the soft-to-hard training schedule; a prior
         with `straight_through` routes every token so. A prior's `penalty` enters as a factor.
+        route [M], when given, is what the network runs for every token instead of the sampled
+        alpha (a warm-up: the routing sites are still sampled, so the guide sees only the KL).
         """
         B, T = x.shape
         like = self.net.tok_emb.weight
@@ -62,7 +65,8 @@ class RoutingModel(PyroModule):
                 if penalty is not None:
                     pyro.factor(penalty_site(layer), -penalty)
             tau = math.inf if self.prior.straight_through else tau
-            logits = self.net(x, [harden(a, tau) for a in alphas])
+            used = [harden(a, tau) if route is None else route.to(a).expand_as(a) for a in alphas]
+            logits = self.net(x, used)
             with nullcontext() if obs_mask is None else poutine.mask(mask=obs_mask.bool()):
                 pyro.sample(OBS_SITE, dist.Categorical(logits=logits), obs=y)
         return logits

@@ -10,7 +10,9 @@ Read top-down, one step each:
 
 Nothing lives in Pyro's global param store (`module_local_params`), and it is cleared at the
 start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
-weight, learning rate, hardening threshold) are in `schedules.py`.
+weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
+network first learns with every token on full attention (MQAR's chicken-and-egg: a network that
+has not learned recall gives the router no reason to pick full), then the routing acts.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ..bayes.model import RoutingModel
 from ..config import RunConfig
 from ..data.batches import Batch
 from ..data.sources import DataSource, data_for, held_out_batches
+from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import save_checkpoint
@@ -41,6 +44,7 @@ from .run_dir import CHECKPOINT_FILE, SUMMARY_FILE, append_metrics, write_config
 from .schedules import hardening_tau, kl_beta, lr_factor
 
 logger = logging.getLogger(__name__)
+FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
 
 
 @dataclass
@@ -147,9 +151,10 @@ def _svi_step(s: _Session, optimizer, step: int, batch: Batch) -> dict[str, Any]
     r, tc = s.result, s.result.config.train
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
+    route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full
     x = batch.x
     t0 = time.perf_counter()
-    loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask)
+    loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask, route=route)
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
         with torch.no_grad():

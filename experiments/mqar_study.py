@@ -1,0 +1,300 @@
+"""Routing models on MQAR, side by side: accuracy, counted cost, routing per class, uncertainty.
+
+    python experiments/mqar_study.py --tag gate --models fixed-full fixed-local --seeds 3 --jobs 2
+    python experiments/mqar_study.py --tag warmup --models compute-dirichlet cost-penalised@0.5 \\
+        --set train.full_warmup=1000 --jobs 2
+    python experiments/mqar_study.py --smoke --tag smoke --out /tmp/mqar   # tiny, for tests
+
+Every model trains the `mqar` preset (T = 64, 4 pairs, w = 8; `config.mqar_config`) with SVI,
+one thread per run, into OUT/<tag>/<model>/seed<k>/, and is scored on the fixed held-out
+sequences: query accuracy soft and hard, counted hard cost (executed attention FLOPs over
+all-full), argmax routing shares per token class and layer (key / value / query / other), KL and
+epistemic uncertainty per class. A model is a prior name, optionally with its lambda:
+`cost-penalised@0.5`. `--set SECTION.FIELD=VALUE` changes the config of every non-fixed model
+(one change at a time against the same seeds). The gate (`--tag gate`) checks that the task
+separates the references: fixed-full near 1, fixed-local near chance.
+
+Writes RESULTS/mqar-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import platform
+import shlex
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from common import ArgumentParser, UsageError, at_least, main_guard
+
+from pyro_meta_attention.analysis.evaluation import evaluate_policy
+from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
+from pyro_meta_attention.analysis.uncertainty import posterior_samples, routing_uncertainty
+from pyro_meta_attention.bayes.priors import PRIORS
+from pyro_meta_attention.bayes.sites import routing_site
+from pyro_meta_attention.config import MQAR_TASK, RunConfig, mqar_config, smoke_config
+from pyro_meta_attention.data.mqar import CLASS_NAMES, QUERY
+from pyro_meta_attention.data.sources import data_for, held_out_batches
+from pyro_meta_attention.mechanisms import MECHANISMS
+from pyro_meta_attention.mechanisms.cost import cost_model_for
+from pyro_meta_attention.policies import Policy
+from pyro_meta_attention.training.run_dir import versions, write_json
+from pyro_meta_attention.training.svi import fit
+
+FULL = MECHANISMS.index("full")
+
+
+def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
+    """'cost-penalised@0.5' -> ('cost-penalised', {'strength': 0.5}); a plain prior name."""
+    name, _, strength = spec.partition("@")
+    if name not in PRIORS:
+        raise UsageError(f"--models: unknown prior {name!r}; choose from {sorted(PRIORS)}")
+    if not strength:
+        return name, {}
+    try:
+        return name, {"strength": float(strength)}
+    except ValueError:
+        raise UsageError(f"--models {spec}: {strength!r} is not a number") from None
+
+
+def parse_set(items: list[str], config: RunConfig) -> dict[str, dict[str, Any]]:
+    """['train.full_warmup=1000'] -> {'train': {'full_warmup': 1000}}, type-checked."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        section, _, name = key.partition(".")
+        part = getattr(config, section, None)
+        known = {f.name for f in fields(part)} if part is not None and section != "to_dict" else ()
+        if not eq or name not in known:
+            raise UsageError(f"--set {item}: use SECTION.FIELD=VALUE with a RunConfig field")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
+    """(label, config) for every model x seed; --set applies to the non-fixed models."""
+    changes = parse_set(a.set, base)
+    runs = []
+    for spec in a.models:
+        name, prior = parse_model(spec)
+        fixed = name.startswith("fixed-")
+        for seed in range(a.seeds):
+            config = base.override(prior={"name": name, **prior}, train={"seed": seed})
+            runs.append((spec, config if fixed else config.override(**changes)))
+    return runs
+
+
+def class_layer_shares(alpha_bar: torch.Tensor, classes: torch.Tensor) -> list[dict[str, Any]]:
+    """Per layer: argmax shares per class (alpha_bar [N, T, L, M], classes [N, T])."""
+    L = alpha_bar.shape[2]
+    return [class_shares(alpha_bar[:, :, l : l + 1], classes, CLASS_NAMES) for l in range(L)]
+
+
+def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
+    """Train one (model, seed) and score it on the held-out sequences."""
+    t0 = time.perf_counter()
+    result = fit(config, out=out, progress=False)
+    train_s = time.perf_counter() - t0
+    model, guide = result.model.eval(), result.guide.eval()
+    batches = held_out_batches(result.data, config)
+    cost = cost_model_for(config.model)
+    rows = {
+        name: evaluate_policy(model, guide, batches, Policy(name), cost, 1, CLASS_NAMES)
+        for name in ("soft", "hard")
+    }
+    x = torch.cat([b.x for b in batches])  # [N, T]
+    classes = torch.cat([b.classes for b in batches]).long()  # [N, T]
+    with torch.no_grad():
+        stats = routing_stats(guide, x)
+        alpha_bar = guide.posterior_mean(x)  # [N, T, L, M]
+    top = alpha_bar.argmax(-1)  # [N, T, L]
+    query = classes == QUERY
+    pyro.set_rng_seed(config.train.seed)
+    u = routing_uncertainty(posterior_samples(model, guide, x, samples))
+    epistemic = torch.stack([u[routing_site(l)]["epistemic"] for l in range(top.shape[-1])])
+    return {
+        "label": label,
+        "model": config.prior.name,
+        "strength": config.prior.strength,
+        "seed": config.train.seed,
+        "steps": config.train.steps,
+        "accuracy_soft": rows["soft"]["val_accuracy"],
+        "accuracy_hard": rows["hard"]["val_accuracy"],
+        "answer_nats_hard": rows["hard"]["val_nats_per_token"],
+        "counted_hard_cost": rows["hard"]["counted_cost"],
+        "query_full_any_layer": float((top[query] == FULL).any(-1).double().mean()),
+        "other_not_full": float((top[~query] != FULL).double().mean()),
+        "kl": stats["kl"],
+        "routing_share": stats["routing_share"],
+        "class_layer_share": class_layer_shares(alpha_bar.cpu(), classes),
+        "epistemic": {
+            name: float(epistemic[:, classes == c].mean()) for c, name in enumerate(CLASS_NAMES)
+        },
+        "answers": rows["hard"]["val_tokens"],
+        "train_s": train_s,
+        "run_dir": str(out),
+    }
+
+
+def _one_thread_run(*args) -> dict[str, Any]:
+    torch.set_num_threads(1)  # two processes with two threads each ran ~20x slower here
+    return run_one(*args)
+
+
+def _fmt(values: list[float | None]) -> str:
+    v = [x for x in values if x is not None]
+    if not v:
+        return "—"
+    return f"{statistics.fmean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
+
+
+def table(rows: list[dict[str, Any]], labels: list[str], chance: float) -> list[str]:
+    keys = {
+        "accuracy_hard": "hard accuracy",
+        "accuracy_soft": "soft accuracy",
+        "counted_hard_cost": "counted hard cost",
+        "query_full_any_layer": "queries → full (any layer)",
+        "other_not_full": "non-query pairs → local/linear",
+        "kl": "KL nats/token",
+    }
+    lines = [
+        "| model | seeds | " + " | ".join(keys.values()) + " | hard accuracy per seed |",
+        "|---" * (len(keys) + 3) + "|",
+    ]
+    for label in labels:
+        group = [r for r in rows if r["label"] == label]
+        cells = [_fmt([r[k] for r in group]) for k in keys]
+        seeds = ", ".join(f"{r['accuracy_hard']:.3f}" for r in group)
+        lines.append(f"| `{label}` | {len(group)} | " + " | ".join(cells) + f" | {seeds} |")
+    lines += ["", f"Chance accuracy: 1 / value_vocab = {chance:.4f}.", ""]
+    lines += ["Argmax share per class and layer (%, full / linear / local; mean over seeds):", ""]
+    lines += ["| model | layer | " + " | ".join(CLASS_NAMES) + " | epistemic by class |"]
+    lines += ["|---" * (len(CLASS_NAMES) + 3) + "|"]
+    for label in labels:
+        group = [r for r in rows if r["label"] == label]
+        for layer in range(len(group[0]["class_layer_share"])):
+            cells = []
+            for name in CLASS_NAMES:
+                shares = [r["class_layer_share"][layer][name]["argmax_share"] for r in group]
+                mean = [statistics.fmean(s[m] for s in shares) for m in range(len(MECHANISMS))]
+                cells.append(" / ".join(f"{100 * v:.0f}" for v in mean))
+            epi = ", ".join(
+                f"{n} {statistics.fmean(r['epistemic'][n] for r in group):.3f}" for n in CLASS_NAMES
+            )
+            lines.append(f"| `{label}` | {layer} | " + " | ".join(cells) + f" | {epi} |")
+    return lines
+
+
+def pareto(rows: list[dict[str, Any]], labels: list[str], path: Path, title: str) -> None:
+    """Counted hard cost vs hard query accuracy, one point per model (mean ± sd over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label in labels:
+        group = [r for r in rows if r["label"] == label]
+        xs = [r["counted_hard_cost"] for r in group]
+        ys = [r["accuracy_hard"] for r in group]
+        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
+        ax.errorbar(
+            statistics.fmean(xs),
+            statistics.fmean(ys),
+            xerr=sd(xs),
+            yerr=sd(ys),
+            fmt="o",
+            capsize=3,
+            label=label,
+        )
+        ax.scatter(xs, ys, s=8, alpha=0.4)
+    ax.set_xlabel("counted hard cost (executed attention FLOPs / all-full)")
+    ax.set_ylabel("held-out query accuracy, hard routing")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    p = ArgumentParser(__doc__)
+    p.add_argument("--tag", required=True, help="names the output files mqar-<tag>.*")
+    p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
+    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
+    p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
+    p.add_argument("--out", default="runs/mqar", help="run folders go to OUT/<tag>/")
+    p.add_argument("--results", default=None, help="table folder (default experiments/results)")
+    p.add_flags("smoke")
+    a = p.parse_args(argv)
+    for flag in ("seeds", "steps", "jobs", "samples"):
+        at_least(getattr(a, flag), 1, f"--{flag}")
+    if not a.tag.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
+    base = mqar_config()
+    if a.smoke:
+        base = smoke_config(data={"path": MQAR_TASK}, model={"token_shift": True})
+    if a.steps:
+        base = base.override(train={"steps": a.steps})
+    runs = configs_for(a, base)
+    labels = list(dict.fromkeys(a.models))
+    root = Path(a.out) / a.tag
+    args = [(label, c, root / label / f"seed{c.train.seed}", a.samples) for label, c in runs]
+    t0 = time.perf_counter()
+    if a.jobs == 1:
+        rows = [run_one(*arg) for arg in args]
+    else:
+        with ProcessPoolExecutor(a.jobs, multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_one_thread_run, *zip(*args, strict=True)))
+    task = data_for(base)
+    command = "python experiments/mqar_study.py " + shlex.join(raw)
+    lines = [
+        f"# MQAR: {', '.join(labels)} ({a.tag})",
+        "",
+        f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
+        f"- task: {json.dumps(task.record()['mqar'])}",
+        f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
+        f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
+        f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
+        "accuracy at the query positions",
+        f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per run; "
+        f"{len(rows)} runs in {(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
+        "",
+        "Regenerate:",
+        "",
+        "```bash",
+        command.strip(),
+        "```",
+        "",
+        *table(rows, labels, task.config.chance),
+    ]
+    results = Path(a.results or (a.out if a.smoke else "experiments/results"))
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"mqar-{a.tag}.md").write_text("\n".join(lines) + "\n")
+    record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
+    write_json(results / f"mqar-{a.tag}.json", record)
+    pareto(rows, labels, results / f"mqar-{a.tag}-pareto.png", f"MQAR ({a.tag}): cost vs accuracy")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))
