@@ -40,6 +40,18 @@ def out_and_grads(fn, q, k, v, grad_out: torch.Tensor) -> list[torch.Tensor]:
     return [out.detach().double(), *(g.double() for g in grads)]
 
 
+def fast_and_naive(name, q, k, v, grad_out, window, chunk):
+    """(out, dq, dk, dv) of the fast mechanism and of its naive twin, both in float64."""
+
+    def fast(q, k, v):
+        return run_mechanism(name, q, k, v, window=window, chunk=chunk)
+
+    def naive(q, k, v):
+        return reference(name, q, k, v, window)
+
+    return out_and_grads(fast, q, k, v, grad_out), out_and_grads(naive, q, k, v, grad_out)
+
+
 @pytest.mark.parametrize("window,chunk", BLOCKS)
 @pytest.mark.parametrize("T", LENGTHS)
 @pytest.mark.parametrize("name", MECHANISMS)
@@ -50,15 +62,7 @@ def test_matches_reference_float64(name: str, T: int, window: int, chunk: int) -
     q, k, v = qkv(T)
     torch.manual_seed(1)
     grad_out = torch.randn(B, H, T, D, dtype=torch.float64)
-
-    def fast(q, k, v):
-        return run_mechanism(name, q, k, v, window=window, chunk=chunk)
-
-    def ref(q, k, v):
-        return reference(name, q, k, v, window)
-
-    got = out_and_grads(fast, q, k, v, grad_out)
-    want = out_and_grads(ref, q, k, v, grad_out)
+    got, want = fast_and_naive(name, q, k, v, grad_out, window, chunk)
     for label, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10, msg=f"{name} {label}")
 
@@ -73,15 +77,7 @@ def test_float32_close_to_reference(name: str) -> None:
     q, k, v = qkv(T, dtype=torch.float32)
     torch.manual_seed(1)
     grad_out = torch.randn(B, H, T, D)
-
-    def fast(q, k, v):
-        return run_mechanism(name, q, k, v, window=window, chunk=chunk)
-
-    def ref(q, k, v):
-        return reference(name, q, k, v, window)
-
-    got = out_and_grads(fast, q, k, v, grad_out)
-    want = out_and_grads(ref, q, k, v, grad_out)
+    got, want = fast_and_naive(name, q, k, v, grad_out, window, chunk)
     assert got[0].dtype == torch.float64  # cast by out_and_grads; the fast op ran in float32
     for label, g, w in zip(("out", "dq", "dk", "dv"), got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=5e-5, atol=5e-5, msg=f"{name} {label}")
