@@ -51,7 +51,9 @@ class RoutingModel(PyroModule):
         (straight-through one-hot, see `harden`): the soft-to-hard training schedule; a prior
         with `straight_through` routes every token so. A prior's `penalty` enters as a factor.
         route [M], when given, is what the network runs for every token instead of the sampled
-        alpha (a warm-up: the routing sites are still sampled, so the guide sees only the KL).
+        alpha (a warm-up: the routing sites are still sampled, so the guide sees only the KL; a
+        prior's penalty, the cost of the executed routing, does not depend on alpha then and is
+        left out, so a penalised router is not pushed to its cheapest corner before it acts).
         """
         B, T = x.shape
         like = self.net.tok_emb.weight
@@ -61,8 +63,8 @@ class RoutingModel(PyroModule):
                 with routing_scale(beta):
                     prior = self.prior.distribution(torch.Size([B, T]), like)
                     alphas.append(pyro.sample(routing_site(layer), prior))
-                penalty = self.prior.penalty(alphas[-1])
-                if penalty is not None:
+                penalty = None if route is not None else self.prior.penalty(alphas[-1])
+                if penalty is not None:  # the cost of what runs: none of alpha's under `route`
                     pyro.factor(penalty_site(layer), -penalty)
             tau = math.inf if self.prior.straight_through else tau
             used = [harden(a, tau) if route is None else route.to(a).expand_as(a) for a in alphas]

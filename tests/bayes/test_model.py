@@ -200,3 +200,14 @@ def test_cost_penalised_model_routes_hard_and_adds_the_penalty(monkeypatch):
     loss = make_elbo("meanfield")(model, guide)(x, y)
     (grad,) = torch.autograd.grad(loss, [guide.mlp[-1].weight])
     assert grad.abs().sum() > 0
+
+
+def test_no_penalty_while_the_network_runs_a_fixed_route():
+    """Under `route` (the full warm-up) the executed cost does not depend on alpha: no factor."""
+    model, guide = build(smoke_config(prior={"name": "cost-penalised", "strength": 0.7}))
+    x, y = batch()
+    full = torch.tensor([1.0, 0.0, 0.0])
+    guide_trace = poutine.trace(guide).get_trace(x, y)
+    replayed = poutine.replay(model, trace=guide_trace)
+    assert penalty_site(0) in poutine.trace(replayed).get_trace(x, y).nodes
+    assert penalty_site(0) not in poutine.trace(replayed).get_trace(x, y, route=full).nodes
