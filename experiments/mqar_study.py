@@ -15,6 +15,12 @@ epistemic uncertainty per class. A model is a prior name, optionally with its la
 separates the references: fixed-full near 1, fixed-local near chance.
 
 Writes RESULTS/mqar-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
+A run folder holding `mqar_run.json` from the same config is reused, not retrained, so an
+interrupted study resumes where it stopped. `--combine TAG ...` trains nothing: it puts the rows
+of earlier studies' JSON into one table and one Pareto plot (a model studied under two tags is
+labelled `model (tag)`):
+
+    python experiments/mqar_study.py --tag front --combine gate penalised recipe
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import shlex
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from typing import Any
 import pyro
 import torch
 from common import ArgumentParser, UsageError, at_least, main_guard
+from tqdm.auto import tqdm
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
@@ -50,6 +58,7 @@ from pyro_meta_attention.training.run_dir import versions, write_json
 from pyro_meta_attention.training.svi import fit
 
 FULL = MECHANISMS.index("full")
+RUN_FILE = "mqar_run.json"  # one run's scores, written beside its checkpoint
 
 
 def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
@@ -102,8 +111,22 @@ def class_layer_shares(alpha_bar: torch.Tensor, classes: torch.Tensor) -> list[d
     return [class_shares(alpha_bar[:, :, l : l + 1], classes, CLASS_NAMES) for l in range(L)]
 
 
+def finished(out: Path, config: RunConfig) -> dict[str, Any] | None:
+    """The scores of a finished run in `out` trained from `config`, else None."""
+    try:
+        row = json.loads((out / RUN_FILE).read_text())
+        trained = json.loads((out / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return row if trained == config.to_dict() else None
+
+
 def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
-    """Train one (model, seed) and score it on the held-out sequences."""
+    """Train one (model, seed) and score it on the held-out sequences (or reuse a finished run)."""
+    done = finished(out, config)
+    if done is not None:
+        return {**done, "label": label, "reused": True}
+    (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
     t0 = time.perf_counter()
     result = fit(config, out=out, progress=False)
     train_s = time.perf_counter() - t0
@@ -124,7 +147,7 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
     pyro.set_rng_seed(config.train.seed)
     u = routing_uncertainty(posterior_samples(model, guide, x, samples))
     epistemic = torch.stack([u[routing_site(l)]["epistemic"] for l in range(top.shape[-1])])
-    return {
+    row = {
         "label": label,
         "model": config.prior.name,
         "strength": config.prior.strength,
@@ -146,6 +169,8 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         "train_s": train_s,
         "run_dir": str(out),
     }
+    write_json(out / RUN_FILE, row)
+    return row
 
 
 def _one_thread_run(*args) -> dict[str, Any]:
@@ -231,6 +256,62 @@ def pareto(rows: list[dict[str, Any]], labels: list[str], path: Path, title: str
     plt.close(fig)
 
 
+def train_all(args: list[tuple], jobs: int, progress: bool) -> list[dict[str, Any]]:
+    """run_one over every (label, config, out, samples), `jobs` at a time; rows in input order."""
+    bar = tqdm(total=len(args), desc="mqar runs", disable=not progress)
+    if jobs == 1:
+        rows = []
+        for arg in args:
+            rows.append(run_one(*arg))
+            bar.update()
+        return rows
+    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_one_thread_run, *arg): i for i, arg in enumerate(args)}
+        rows: list[dict[str, Any]] = [{} for _ in args]
+        for future in as_completed(futures):
+            rows[futures[future]] = future.result()
+            bar.update()
+    bar.close()
+    return rows
+
+
+def combine(tags: list[str], results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of earlier studies (RESULTS/mqar-<tag>.json) with labels made unique, and records."""
+    records = {}
+    for tag in tags:
+        path = results / f"mqar-{tag}.json"
+        try:
+            records[tag] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--combine {tag}: cannot read {path} ({type(e).__name__})") from None
+    studies = Counter(label for r in records.values() for label in {x["label"] for x in r["runs"]})
+    rows = [
+        {**row, "label": row["label"] if studies[row["label"]] == 1 else f"{row['label']} ({tag})"}
+        for tag, record in records.items()
+        for row in record["runs"]
+    ]
+    return rows, records
+
+
+def header(base: RunConfig, task, title: str, details: list[str], commands: list[str]) -> list[str]:
+    return [
+        f"# MQAR: {title}",
+        "",
+        f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
+        f"- task: {json.dumps(task.record()['mqar'])}",
+        *details,
+        f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
+        "accuracy at the query positions",
+        "",
+        "Regenerate:",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     p = ArgumentParser(__doc__)
@@ -243,51 +324,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
     p.add_argument("--out", default="runs/mqar", help="run folders go to OUT/<tag>/")
     p.add_argument("--results", default=None, help="table folder (default experiments/results)")
-    p.add_flags("smoke")
+    p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
+    p.add_flags("smoke", "progress")
     a = p.parse_args(argv)
     for flag in ("seeds", "steps", "jobs", "samples"):
         at_least(getattr(a, flag), 1, f"--{flag}")
     if not a.tag.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
-    base = mqar_config()
-    if a.smoke:
-        base = smoke_config(data={"path": MQAR_TASK}, model={"token_shift": True})
-    if a.steps:
-        base = base.override(train={"steps": a.steps})
-    runs = configs_for(a, base)
-    labels = list(dict.fromkeys(a.models))
-    root = Path(a.out) / a.tag
-    args = [(label, c, root / label / f"seed{c.train.seed}", a.samples) for label, c in runs]
-    t0 = time.perf_counter()
-    if a.jobs == 1:
-        rows = [run_one(*arg) for arg in args]
-    else:
-        with ProcessPoolExecutor(a.jobs, multiprocessing.get_context("spawn")) as pool:
-            rows = list(pool.map(_one_thread_run, *zip(*args, strict=True)))
-    task = data_for(base)
-    command = "python experiments/mqar_study.py " + shlex.join(raw)
-    lines = [
-        f"# MQAR: {', '.join(labels)} ({a.tag})",
-        "",
-        f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
-        f"- task: {json.dumps(task.record()['mqar'])}",
-        f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
-        f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
-        f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
-        "accuracy at the query positions",
-        f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per run; "
-        f"{len(rows)} runs in {(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
-        "",
-        "Regenerate:",
-        "",
-        "```bash",
-        command.strip(),
-        "```",
-        "",
-        *table(rows, labels, task.config.chance),
-    ]
     results = Path(a.results or (a.out if a.smoke else "experiments/results"))
-    results.mkdir(parents=True, exist_ok=True)
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--results {results}: cannot create it ({e.strerror})") from None
+    command = "python experiments/mqar_study.py " + shlex.join(raw)
+    if a.combine:
+        rows, records = combine(a.combine, results)
+        base = RunConfig.from_dict(next(iter(records.values()))["config"])
+        title = f"{', '.join(a.combine)} combined ({a.tag})"
+        details = [f"- from `mqar-{t}.md`: {r['command']}" for t, r in records.items()]
+        commands = [r["command"] for r in records.values()] + [command]
+    else:
+        base = mqar_config()
+        if a.smoke:
+            base = smoke_config(data={"path": MQAR_TASK}, model={"token_shift": True})
+        if a.steps:
+            base = base.override(train={"steps": a.steps})
+        runs = configs_for(a, base)
+        root = Path(a.out) / a.tag
+        args = [(label, c, root / label / f"seed{c.train.seed}", a.samples) for label, c in runs]
+        t0 = time.perf_counter()
+        rows = train_all(args, a.jobs, progress=not a.no_progress)
+        reused = sum(bool(r.get("reused")) for r in rows)
+        title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
+        details = [
+            f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
+            f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
+            f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
+            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
+            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
+        ]
+        commands = [command]
+    task = data_for(base)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    lines = header(base, task, title, details, commands) + table(rows, labels, task.config.chance)
     (results / f"mqar-{a.tag}.md").write_text("\n".join(lines) + "\n")
     record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
     write_json(results / f"mqar-{a.tag}.json", record)

@@ -26,6 +26,7 @@ BAD_INPUTS = [
     ("mqar_study.py --smoke --tag t --set train.nope=1", "SECTION.FIELD=VALUE"),
     ("mqar_study.py --smoke --tag t --seeds 0", "--seeds"),
     ("mqar_study.py --smoke --tag a/b", "--tag"),
+    ("mqar_study.py --smoke --tag t --combine nosuchtag --results /tmp", "cannot read"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
 ]

@@ -1,0 +1,44 @@
+"""experiments/mqar_study.py: finished runs are reused, not retrained; --combine merges studies."""
+
+import json
+
+import pytest
+from common import UsageError
+from mqar_study import RUN_FILE, combine, finished, main
+
+SMOKE = ["--smoke", "--no-progress", "--seeds", "1"]
+
+
+def study(out, tag, *models):
+    assert main([*SMOKE, "--tag", tag, "--models", *models, "--out", str(out)]) == 0
+    return json.loads((out / f"mqar-{tag}.json").read_text())["runs"]
+
+
+def test_a_finished_run_is_reused_and_a_changed_config_retrains(tmp_path):
+    (first,) = study(tmp_path, "a", "fixed-local")
+    run_dir = tmp_path / "a" / "fixed-local" / "seed0"
+    assert (run_dir / RUN_FILE).is_file() and "reused" not in first
+    (again,) = study(tmp_path, "a", "fixed-local")
+    assert again["reused"] and again["accuracy_hard"] == first["accuracy_hard"]
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    config["train"]["steps"] += 1  # as if the folder held another config's run
+    (run_dir / "config.json").write_text(json.dumps({"config": config}))
+    from pyro_meta_attention.config import RunConfig
+
+    assert finished(run_dir, RunConfig.from_dict(config)) is not None
+    assert finished(run_dir, RunConfig.from_dict(config).override(train={"seed": 1})) is None
+    (retrained,) = study(tmp_path, "a", "fixed-local")
+    assert "reused" not in retrained
+
+
+def test_combine_labels_a_model_by_its_study_when_two_studies_hold_it(tmp_path):
+    study(tmp_path, "a", "fixed-local")
+    study(tmp_path, "b", "fixed-local", "none")
+    rows, records = combine(["a", "b"], tmp_path)
+    assert [r["label"] for r in rows] == ["fixed-local (a)", "fixed-local (b)", "none"]
+    assert set(records) == {"a", "b"}
+    assert main(["--tag", "ab", "--combine", "a", "b", "--results", str(tmp_path)]) == 0
+    text = (tmp_path / "mqar-ab.md").read_text()
+    assert "`fixed-local (a)`" in text and "--tag a " in text and "--tag b " in text
+    with pytest.raises(UsageError, match="--combine c"):
+        combine(["c"], tmp_path)
