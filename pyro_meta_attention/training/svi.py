@@ -130,7 +130,7 @@ def _train(s: _Session, progress: bool) -> None:
     try:
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
+                group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
             row = _svi_step(s, optimizer, step, batch)
             if row is not None:
                 r.history.append(row)
