@@ -299,9 +299,9 @@ def header(base: RunConfig, task, title: str, details: list[str], commands: list
         "",
         f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
         f"- task: {json.dumps(task.record()['mqar'])}",
-        *details,
         f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
         "accuracy at the query positions",
+        *details,
         "",
         "Regenerate:",
         "",
