@@ -262,7 +262,7 @@ def train_all(args: list[tuple], jobs: int, progress: bool) -> list[dict[str, An
     if jobs == 1:
         rows = []
         for arg in args:
-            rows.append(run_one(*arg))
+            rows.append(_one_thread_run(*arg))
             bar.update()
         return rows
     with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
