@@ -174,8 +174,12 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
 
 
 def _one_thread_run(*args) -> dict[str, Any]:
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two processes with two threads each ran ~20x slower here
-    return run_one(*args)
+    try:
+        return run_one(*args)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _fmt(values: list[float | None]) -> str:
