@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--repeats must be >= 1, got {a.repeats}")
     if a.T and min(a.T) < 1:
         p.error(f"--T must be >= 1, got {min(a.T)}")
+    if a.threads < 0:
+        p.error(f"--threads must be >= 0, got {a.threads}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.malloc_top_pad_mb and not ctypes.CDLL("libc.so.6").mallopt(-2, a.malloc_top_pad_mb << 20):

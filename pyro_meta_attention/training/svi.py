@@ -48,7 +48,7 @@ from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
 from .data_identity import data_of, identity
-from .divergence import Watchdog, diverged
+from .divergence import TrainingDiverged, Watchdog, diverged
 from .rng import rng_state, set_rng_state
 from .run_dir import (
     CHECKPOINT_FILE,
@@ -92,6 +92,7 @@ class _Session:
     done: int = 0  # SVI steps done
     step_times: list[float] = field(default_factory=list)
     boundary: tuple[int, dict[str, Any]] | None = None  # (steps done, random states) then
+    saved: int | None = None  # steps done at the last checkpoint written
 
     def batch(self) -> Batch:
         tc = self.result.config.train
@@ -111,13 +112,23 @@ def fit(
     `existing` says what to do with an `out` that holds a run: "overwrite" it, "refuse"
     (RunDirError), or "resume" it when it holds a checkpoint of this config.
     """
-    if out is not None and existing == "resume" and (Path(out) / CHECKPOINT_FILE).is_file():
-        checkpoint = read_checkpoint(Path(out) / CHECKPOINT_FILE)
-        if checkpoint.config == config and "rng" in checkpoint.state:
+    if out is not None and existing == "resume":
+        data = data_for(config) if data is None else data
+        if _resumable(Path(out), config, data):
             return resume(out, progress, data, checkpoint_every)
         existing = "overwrite"
     session = _setup(config, out, data, existing, checkpoint_every)
     return _run(session, progress)
+
+
+def _resumable(out: Path, config: RunConfig, data: DataSource) -> bool:
+    """Whether `out` holds a resumable, unfinished checkpoint of `config` on `data`."""
+    try:
+        checkpoint = read_checkpoint(out / CHECKPOINT_FILE)
+    except (CheckpointError, FileNotFoundError):
+        return False
+    same = checkpoint.config == config and (checkpoint.corpus or {}).get("sha256") == data.sha256
+    return same and not checkpoint.finished and {"rng", "optimizer"} <= set(checkpoint.state)
 
 
 def resume(
@@ -184,7 +195,7 @@ def _setup(
     out_dir = None if out is None else Path(out)
     s = _Session(result, make_elbo(tc.elbo)(model, guide), gen, out_dir, checkpoint_every)
     if resumed is not None:
-        s.resumed, s.done = resumed, resumed.step
+        s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
         s.step_times = list(resumed.state.get("step_times", []))
     if out_dir is not None:
         prepare_run_dir(out_dir, existing)
@@ -213,6 +224,7 @@ def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
     extra = {"optimizer": optimizer.state_dict(), "rng": rng, "step_times": s.step_times}
     extra["corpus"] = identity(r.config, r.data)
     save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, s.done, **extra)
+    s.saved = s.done
 
 
 def _start(s: _Session) -> tuple[Any, Batch | None]:
@@ -256,6 +268,9 @@ def _train(s: _Session, progress: bool) -> torch.optim.Optimizer:
         except KeyboardInterrupt:
             _interrupted(s, optimizer)
             raise
+        except TrainingDiverged as e:
+            kept = "no checkpoint was written" if s.saved is None else f"step {s.saved} kept"
+            raise TrainingDiverged(f"{e}; last good checkpoint: {kept}") from None
     return optimizer
 
 

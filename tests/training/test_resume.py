@@ -30,7 +30,8 @@ def stop_at(monkeypatch, step: int, stop) -> None:
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
-    """The uninterrupted run."""
+    """The uninterrupted run, on conftest's thread count (it runs before `fresh_pyro`)."""
+    torch.set_num_threads(2)
     return svi.fit(CONFIG, out=tmp_path_factory.mktemp("whole"), progress=False)
 
 
