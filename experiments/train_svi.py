@@ -27,7 +27,7 @@ from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
-from pyro_meta_attention.training.run_dir import check_writable
+from pyro_meta_attention.training.run_dir import check_writable, prepare_run_dir
 from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import CHECKPOINT_EVERY, FitResult, fit, resume
 
@@ -129,6 +129,8 @@ def train(a: argparse.Namespace) -> tuple[FitResult, Path]:
     build(config)  # a bad prior or guide setting fails here, before any output is written
     check_device(a.device)
     out = check_writable(a.out)
+    if not a.overwrite:
+        prepare_run_dir(out, "refuse")  # only looks: a folder holding a run is refused now
     data = data_for(config)
     existing = "overwrite" if a.overwrite else "refuse"
     return fit(config, out, progress, data, existing, a.checkpoint_every), out
