@@ -263,7 +263,7 @@ def _train(s: _Session, progress: bool) -> torch.optim.Optimizer:
                 if stop.signum is not None and s.done < tc.steps:
                     _stop(s, optimizer, stop.name, stop.signum)
                 every = s.checkpoint_every
-                if every and s.done % every == 0 and s.done < tc.steps:
+                if every and s.done % every == 0 and s.done < tc.steps and not watch.high:
                     _save(s, rng_state(s.generator), optimizer)
         except KeyboardInterrupt:
             _interrupted(s, optimizer)
