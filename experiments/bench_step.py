@@ -110,25 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
     }
-    for name, m in med.items():
-        print(f"{name:>20}: median {1000 * m:7.1f} ms/step")
-    if a.checkpoint_cost:
-        result |= {
-            "checkpoint_bytes": size,
-            "ratio_checkpoint": med["step+checkpoint"] / med["step"],
-        }
-        print(
-            f"checkpoint {size / 1e6:.2f} MB; step+checkpoint / step = {result['ratio_checkpoint']:.3f}x"
-        )
-    else:
-        result["ratio_vs_none"] = med[a.prior] / med["none"]
-        result["ratio_none_vs_plain"] = med["none"] / med["plain-torch"]
-        print(f"{a.prior} / none = {result['ratio_vs_none']:.3f}x")
-        print(f"none / plain-torch = {result['ratio_none_vs_plain']:.3f}x")
+    result |= ratios(med, a.prior, size)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(a.json), result)
     return 0
+
+
+def ratios(med: dict[str, float], prior: str, size: int | None) -> dict[str, float | int]:
+    """Print the medians and their ratios; return the ratios (and the checkpoint size)."""
+    for name, m in med.items():
+        print(f"{name:>20}: median {1000 * m:7.1f} ms/step")
+    if size is not None:
+        ratio = med["step+checkpoint"] / med["step"]
+        print(f"checkpoint {size / 1e6:.2f} MB; step+checkpoint / step = {ratio:.3f}x")
+        return {"checkpoint_bytes": size, "ratio_checkpoint": ratio}
+    vs_none, vs_plain = med[prior] / med["none"], med["none"] / med["plain-torch"]
+    print(f"{prior} / none = {vs_none:.3f}x")
+    print(f"none / plain-torch = {vs_plain:.3f}x")
+    return {"ratio_vs_none": vs_none, "ratio_none_vs_plain": vs_plain}
 
 
 def timed(variants: dict, config: RunConfig, warmup: int, steps: int) -> dict[str, float]:
