@@ -40,6 +40,7 @@ from pyro_meta_attention.mechanisms.routed import (
     routed_flops,
     routed_mechanism,
 )
+from pyro_meta_attention.training.run_dir import write_text
 
 DEFAULT_MIXES = ("100/0/0", "25/50/25", "10/45/45", "0/50/50")
 H, D, WINDOW, CHUNK = 8, 64, 128, 64
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(Path(a.json), json.dumps(rows, indent=2) + "\n")
     if a.plot:
         plot(rows, Path(a.plot))
     return 0
