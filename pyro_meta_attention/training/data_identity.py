@@ -31,6 +31,17 @@ def identity(config: RunConfig, data: DataSource) -> dict[str, Any]:
     return {"name": data.name, "path": resolved(config.data.path), "sha256": data.sha256}
 
 
+def training_data(config: RunConfig, recorded: dict[str, Any]) -> DataSource:
+    """The data of a checkpoint's identity `recorded`; DataMismatch if its bytes changed."""
+    data = data_for(config, recorded["path"])
+    if data.sha256 != recorded["sha256"]:
+        raise DataMismatch(
+            f"the training data {recorded['path'] or data.name} has changed since training "
+            f"(sha256 {data.sha256[:12]}, trained on {recorded['sha256'][:12]})"
+        )
+    return data
+
+
 def data_of(
     config: RunConfig, recorded: dict[str, Any] | None, path: str | None = None
 ) -> tuple[DataSource, str | None]:
@@ -39,14 +50,10 @@ def data_of(
     if recorded is None:
         return data_for(config, path), None
     if path is None:
-        data = data_for(config, recorded["path"])
-        if data.sha256 != recorded["sha256"]:
-            raise DataMismatch(
-                f"the training data {recorded['path'] or data.name} has changed since training "
-                f"(sha256 {data.sha256[:12]}, trained on {recorded['sha256'][:12]}); "
-                "name it with --data to use it anyway"
-            )
-        return data, None
+        try:
+            return training_data(config, recorded), None
+        except DataMismatch as e:
+            raise DataMismatch(f"{e}; name it with --data to use it anyway") from None
     data = data_for(config, path)
     if data.sha256 == recorded["sha256"]:
         return data, None

@@ -47,7 +47,7 @@ from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
-from .data_identity import data_of, identity
+from .data_identity import DataMismatch, identity, training_data
 from .divergence import TrainingDiverged, Watchdog, diverged
 from .rng import rng_state, set_rng_state
 from .run_dir import (
@@ -149,8 +149,13 @@ def resume(
         raise RunDirError(f"{run_dir} is a finished run ({steps} steps); nothing to resume")
     if not checkpoint.finished and not {"rng", "optimizer"} <= set(checkpoint.state):
         raise CheckpointError(f"{path} has no optimiser and RNG state; it cannot be resumed")
-    if data is None:
-        data, _ = data_of(checkpoint.config, checkpoint.corpus)
+    if data is None and checkpoint.corpus is None:
+        data = data_for(checkpoint.config)
+    elif data is None:
+        try:
+            data = training_data(checkpoint.config, checkpoint.corpus)
+        except DataMismatch as e:
+            raise DataMismatch(f"cannot resume {run_dir}: {e}") from None
     session = _setup(checkpoint.config, run_dir, data, "resume", checkpoint_every, checkpoint)
     return _run(session, progress)
 

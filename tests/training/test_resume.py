@@ -10,6 +10,7 @@ import torch
 import pyro_meta_attention.training.svi as svi
 from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.training.checkpoint import read_checkpoint
+from pyro_meta_attention.training.data_identity import DataMismatch
 from pyro_meta_attention.training.run_dir import RunDirError, load_history
 from pyro_meta_attention.training.signals import TrainingInterrupted
 
@@ -89,5 +90,17 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tmp_path):
     with pytest.raises(RunDirError, match="--resume .* --overwrite"):
         svi.fit(CONFIG, out=out, progress=False, existing="refuse")
     assert read_checkpoint(out / "checkpoint.pt").step == 2  # untouched
-    svi.fit(CONFIG, out=out, progress=False, existing="overwrite")
-    assert read_checkpoint(out / "checkpoint.pt").step == 8
+    svi.fit(CONFIG.override(train={"steps": 3}), out=out, progress=False, existing="overwrite")
+    assert read_checkpoint(out / "checkpoint.pt").step == 3
+    assert [r["step"] for r in load_history(out)] == [0, 1, 2]  # none of the old run's rows
+
+
+def test_resuming_on_changed_data_is_refused(tmp_path, monkeypatch, corpus_file):
+    corpus = corpus_file(bytes(range(256)) * 40)
+    config = CONFIG.override(data={"path": str(corpus)})
+    stop_at(monkeypatch, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    with pytest.raises(TrainingInterrupted):
+        svi.fit(config, out=tmp_path / "run", progress=False)
+    corpus.write_bytes(bytes(range(255, -1, -1)) * 40)
+    with pytest.raises(DataMismatch, match="cannot resume .* has changed since training"):
+        svi.resume(tmp_path / "run", progress=False)
