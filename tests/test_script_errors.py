@@ -26,6 +26,8 @@ BAD_INPUTS = [
     ("evaluate.py --smoke --out ", "--out must not be empty"),
     ("evaluate.py --smoke --out README.md/eval", "README.md is not a folder"),
     ("uncertainty.py --smoke --out README.md/unc", "README.md is not a folder"),
+    ("train_svi.py --smoke --out ", "--out must not be empty"),
+    ("train_svi.py --smoke --out README.md/run", "README.md is not a folder"),
     ("train_svi.py --resume /no/such/run", "holds no checkpoint"),
     ("train_svi.py --resume /tmp --steps 5", "drop --steps"),
     ("train_svi.py --smoke --checkpoint-every -1", "--checkpoint-every"),
