@@ -17,10 +17,10 @@ separates the references: fixed-full near 1, fixed-local near chance.
 Writes RESULTS/mqar-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
 A run folder holding `mqar_run.json` from the same config is reused, not retrained, so an
 interrupted study resumes where it stopped. `--combine TAG ...` trains nothing: it puts the rows
-of earlier studies' JSON into one table and one Pareto plot (a model studied under two tags is
-labelled `model (tag)`):
+of earlier studies' JSON into one table and one Pareto plot (`tag:label,...` takes only those
+models of a study; a model taken from two studies is labelled `model (tag)`):
 
-    python experiments/mqar_study.py --tag front --combine gate penalised recipe
+    python experiments/mqar_study.py --tag front --combine gate full-warmup:none penalised
 """
 
 from __future__ import annotations
@@ -275,20 +275,29 @@ def train_all(args: list[tuple], jobs: int, progress: bool) -> list[dict[str, An
     return rows
 
 
-def combine(tags: list[str], results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of earlier studies (RESULTS/mqar-<tag>.json) with labels made unique, and records."""
-    records = {}
-    for tag in tags:
+def combine(specs: list[str], results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of earlier studies (RESULTS/mqar-<tag>.json) with labels made unique, and records.
+
+    A spec is a tag, or `tag:label,label` to take only those models of that study.
+    """
+    records, wanted = {}, {}
+    for spec in specs:
+        tag, _, labels = spec.partition(":")
         path = results / f"mqar-{tag}.json"
         try:
             records[tag] = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise UsageError(f"--combine {tag}: cannot read {path} ({type(e).__name__})") from None
-    studies = Counter(label for r in records.values() for label in {x["label"] for x in r["runs"]})
+            raise UsageError(f"--combine {spec}: cannot read {path} ({type(e).__name__})") from None
+        held = {r["label"] for r in records[tag]["runs"]}
+        wanted[tag] = set(labels.split(",")) if labels else held
+        if wanted[tag] - held:
+            raise UsageError(f"--combine {spec}: {tag} holds only {sorted(held)}")
+    picked = {t: [r for r in rec["runs"] if r["label"] in wanted[t]] for t, rec in records.items()}
+    studies = Counter(label for t in picked for label in wanted[t])
     rows = [
         {**row, "label": row["label"] if studies[row["label"]] == 1 else f"{row['label']} ({tag})"}
-        for tag, record in records.items()
-        for row in record["runs"]
+        for tag, runs in picked.items()
+        for row in runs
     ]
     return rows, records
 
@@ -299,9 +308,9 @@ def header(base: RunConfig, task, title: str, details: list[str], commands: list
         "",
         f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
         f"- task: {json.dumps(task.record()['mqar'])}",
-        *details,
         f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
         "accuracy at the query positions",
+        *details,
         "",
         "Regenerate:",
         "",

@@ -79,6 +79,7 @@ class TrainConfig:
     kl_weight: float = 1.0  # final weight beta of the routing KL
     kl_anneal: int = 200  # steps over which beta rises linearly from 0 to kl_weight
     full_warmup: int = 0  # first steps in which the network runs all-full attention (see fit)
+    guide_lr_scale: float = 1.0  # the guide's learning rate over the network's
     harden_final: float = 0.0  # soft-to-hard schedule: final entropy threshold tau (0 = off)
     harden_start: int = 0  # step at which tau starts rising from 0
     harden_end: int = 0  # step at which tau reaches harden_final
@@ -98,7 +99,7 @@ class TrainConfig:
                 )
         if self.seed > MAX_SEED:
             raise ValueError(f"TrainConfig.seed must be <= {MAX_SEED}, got {self.seed}")
-        positive = ("lr", "grad_clip")
+        positive = ("lr", "grad_clip", "guide_lr_scale")
         for name in positive + ("weight_decay", "kl_weight", "harden_final"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name in positive and value == 0):

@@ -115,6 +115,14 @@ def check_mqar_study(out: Path, stdout: str) -> None:
     assert (out / "mqar-smoke-pareto.png").stat().st_size > 10_000
 
 
+def check_decision_price(out: Path, stdout: str) -> None:
+    assert "ln 128 = 4.85 nats" in stdout
+    (row,) = json.loads((out / "price.json").read_text())["rows"]
+    assert (row["strength"], row["kappa"]) == (2.0, 3.0)
+    low, high = (p["kl"] for p in row["prices"])
+    assert 0 < low < high < 10  # routing with probability 0.9 costs more than with 0.5
+
+
 EXAMPLES = [
     ("train_svi.py --smoke --no-progress --out {out}/run", check_train_run),
     ("train_svi.py --smoke --no-progress --prior none --out {out}/run", check_train_run),
@@ -135,6 +143,7 @@ EXAMPLES = [
         check_checkpoint_cost,
     ),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
+    ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (
         "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
         "--json {out}/bench.json --plot {out}/bench.png",

@@ -40,5 +40,9 @@ def test_combine_labels_a_model_by_its_study_when_two_studies_hold_it(tmp_path):
     assert main(["--tag", "ab", "--combine", "a", "b", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "mqar-ab.md").read_text()
     assert "`fixed-local (a)`" in text and "--tag a " in text and "--tag b " in text
+    rows, _ = combine(["a", "b:none"], tmp_path)  # only b's `none`: fixed-local is a's alone
+    assert [r["label"] for r in rows] == ["fixed-local", "none"]
     with pytest.raises(UsageError, match="--combine c"):
         combine(["c"], tmp_path)
+    with pytest.raises(UsageError, match="holds only"):
+        combine(["b:fixed-full"], tmp_path)

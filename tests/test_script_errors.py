@@ -49,6 +49,8 @@ BAD_INPUTS = [
     ("mqar_study.py --smoke --tag t --seeds 0", "--seeds"),
     ("mqar_study.py --smoke --tag a/b", "--tag"),
     ("mqar_study.py --smoke --tag t --combine nosuchtag --results /tmp", "cannot read"),
+    ("decision_price.py --smoke --targets 1.5", "--targets"),
+    ("decision_price.py --samples 5", "--samples"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
 ]

@@ -26,7 +26,7 @@ from pyro_meta_attention.analysis.uncertainty import (
     routing_uncertainty,
     uncertainty_report,
 )
-from pyro_meta_attention.bayes.guide import RoutingGuide
+from pyro_meta_attention.bayes.guide import RoutingGuide, check_representable
 from pyro_meta_attention.bayes.model import RoutingModel
 from pyro_meta_attention.bayes.priors import make_prior
 from pyro_meta_attention.bayes.sites import routing_site
@@ -160,7 +160,7 @@ def plan(
             label = ablation_label(lam, kap)
             prior = replace(MODELS["compute-dirichlet"], strength=lam, concentration=kap)
             try:
-                make_prior(prior, cost)
+                check_representable(make_prior(prior, cost), budget.config(prior, 0, data).guide)
             except ValueError as e:
                 skipped.append(
                     {"label": label, "strength": lam, "concentration": kap, "skipped": str(e)}

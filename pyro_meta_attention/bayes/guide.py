@@ -34,6 +34,18 @@ from .priors import RoutingPrior
 from .sites import routing_scale, routing_site, token_plates
 
 
+def check_representable(prior: RoutingPrior, config: GuideConfig) -> None:
+    """Raise ValueError unless the guide's [floor, cap] holds every prior concentration."""
+    a = prior.concentration()
+    if a is not None and not (config.floor <= float(a.min()) and float(a.max()) <= config.cap):
+        raise ValueError(
+            f"prior {prior.name!r} concentration {[round(v, 4) for v in a.tolist()]} lies "
+            f"outside the guide's [floor, cap] = [{config.floor}, {config.cap}]: q could never "
+            "equal the prior and its squashed outputs would start where their gradient vanishes; "
+            "lower the guide floor or raise kappa"
+        )
+
+
 class RoutingGuide(PyroModule):
     def __init__(self, model_config: ModelConfig, config: GuideConfig, prior: RoutingPrior) -> None:
         super().__init__()
@@ -41,6 +53,7 @@ class RoutingGuide(PyroModule):
             raise ValueError(f"need 0 < floor < cap, got floor={config.floor}, cap={config.cap}")
         if config.init not in ("prior", "random"):
             raise ValueError(f"guide init must be 'prior' or 'random', got {config.init!r}")
+        check_representable(prior, config)
         self.config = config
         self.prior = prior
         self.n_layer = model_config.n_layer

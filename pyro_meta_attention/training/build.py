@@ -42,16 +42,22 @@ def make_elbo(name: str):
 
 
 def make_optimizer(model: RoutingModel, guide: RoutingGuide, config: RunConfig):
-    """AdamW; weight decay on the network's matrices only (not norms, biases or the guide)."""
+    """AdamW; weight decay on the network's matrices only (not norms, biases or the guide); the
+    guide's learning rate is `guide_lr_scale` times the network's. Each group keeps its peak
+    rate as "base_lr" for the schedule."""
+    tc = config.train
     decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2] + list(guide.parameters())
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": config.train.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=config.train.lr,
-    )
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": tc.weight_decay, "base_lr": tc.lr},
+        {"params": no_decay, "weight_decay": 0.0, "base_lr": tc.lr},
+        {
+            "params": list(guide.parameters()),
+            "weight_decay": 0.0,
+            "base_lr": tc.lr * tc.guide_lr_scale,
+        },
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr)
 
 
 def set_seed(seed: int) -> torch.Generator:

@@ -310,7 +310,7 @@ def _svi_step(
     """One gradient step on a batch; returns the metrics row when this step logs, else None."""
     r, tc = s.result, s.result.config.train
     for group in optimizer.param_groups:
-        group["lr"] = tc.lr * lr_factor(step, tc.warmup, tc.steps)
+        group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
     route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full

@@ -64,6 +64,13 @@ def test_guide_initialised_at_prior_has_near_zero_kl():
     assert float(kl_divergence(q, p).max().detach()) < 1e-6
 
 
+def test_a_prior_the_guide_cannot_represent_is_refused():
+    # compute-dirichlet at kappa 0.2: a = 0.2 * softmax(-2 c) has entries ~0.04 < guide floor 0.05
+    with pytest.raises(ValueError, match="outside the guide's"):
+        build(smoke_config(prior={"concentration": 0.2, "floor": 0.01}))
+    build(smoke_config(prior={"concentration": 0.2, "floor": 0.01}, guide={"floor": 0.03}))
+
+
 def test_mask_and_scale_reach_both_sides():
     model, guide = build(smoke_config())
     x, y = batch()

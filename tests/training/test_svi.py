@@ -6,6 +6,7 @@ import torch
 
 from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.data.batches import sample_batch
+from pyro_meta_attention.training.build import build, make_optimizer
 from pyro_meta_attention.training.checkpoint import load_checkpoint, save_checkpoint
 from pyro_meta_attention.training.svi import fit
 
@@ -58,3 +59,12 @@ def test_interrupted_fit_keeps_a_checkpoint(tmp_path, monkeypatch):
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_the_guide_learns_at_its_own_rate():
+    config = smoke_config(train={"guide_lr_scale": 10.0})
+    model, guide = build(config)
+    guide_ids = {id(p) for p in guide.parameters()}
+    for group in make_optimizer(model, guide, config).param_groups:
+        (is_guide,) = {id(p) in guide_ids for p in group["params"]}  # a group is one or the other
+        assert group["base_lr"] == config.train.lr * (10.0 if is_guide else 1.0)

@@ -1,0 +1,95 @@
+"""What one routing decision costs in KL under compute-dirichlet priors, beside what it can gain.
+
+    python experiments/decision_price.py --json experiments/results/decision_price.json
+    python experiments/decision_price.py --smoke
+
+For every (lambda, kappa) the prior is compute-dirichlet on the MQAR preset's cost vector; the
+table gives its mean, the prior's own P(argmax = full) and the least KL(q || p) at which a
+Dirichlet q sends a token to full with probability >= each target (`analysis/decision_price.py`,
+a grid search: an upper bound). A query's answer carries at most ln(value_vocab) nats; a price
+near that leaves the ELBO (KL weight 1) no reason to route the query to full.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+from common import ArgumentParser, UsageError, main_guard
+
+from pyro_meta_attention.analysis.decision_price import decision_price
+from pyro_meta_attention.bayes.priors import make_prior
+from pyro_meta_attention.config import PriorConfig, mqar_config
+from pyro_meta_attention.data.mqar import MQARConfig
+from pyro_meta_attention.mechanisms import MECHANISMS
+from pyro_meta_attention.mechanisms.cost import cost_model_for
+from pyro_meta_attention.training.run_dir import versions
+
+GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # q's concentrations
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(__doc__)
+    p.add_argument("--strengths", type=float, nargs="+", default=[2.0, 1.0, 0.5], help="lambda")
+    p.add_argument("--kappas", type=float, nargs="+", default=[3.0, 1.0, 0.3], help="kappa")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.9], help="P(full)")
+    p.add_argument("--samples", type=int, default=4000, help="Monte Carlo draws per q")
+    p.add_argument("--json", default=None, help="write the rows here")
+    p.add_flags("smoke")
+    a = p.parse_args(argv)
+    grid = GRID
+    if a.smoke:
+        a.strengths, a.kappas, a.samples, grid = [2.0], [3.0], 500, (0.3, 1.0, 3.0, 8.0)
+    if a.samples < 100:
+        raise UsageError(f"--samples must be >= 100, got {a.samples}")
+    if any(not 0 < t < 1 for t in a.targets):
+        raise UsageError(f"--targets must lie in (0, 1), got {a.targets}")
+    config = mqar_config()
+    cost = cost_model_for(config.model).normalised()
+    full = MECHANISMS.index("full")
+    gain = math.log(MQARConfig().value_vocab)
+    rows = []
+    for lam in a.strengths:
+        for kappa in a.kappas:
+            prior = make_prior(PriorConfig(strength=lam, concentration=kappa, floor=1e-3), cost)
+            conc = prior.concentration()
+            prices = [decision_price(conc, full, t, grid, a.samples) for t in a.targets]
+            rows.append(
+                {
+                    "strength": lam,
+                    "kappa": kappa,
+                    "prior_concentration": conc.tolist(),
+                    "prior_mean": prior.mean().tolist(),
+                    "prior_p_full": prices[0]["prior_probability"],
+                    "prices": [
+                        {"target": t, **pr} for t, pr in zip(a.targets, prices, strict=True)
+                    ],
+                }
+            )
+    head = " | ".join(f"KL for P(full) >= {t}" for t in a.targets)
+    lines = [
+        f"cost vector (MQAR preset) {[round(c, 3) for c in cost.tolist()]}; "
+        f"a query's answer is worth at most ln {MQARConfig().value_vocab} = {gain:.2f} nats",
+        "",
+        f"| lambda | kappa | prior mean (full/linear/local) | prior P(full) | {head} |",
+        "|---" * (4 + len(a.targets)) + "|",
+    ]
+    for r in rows:
+        mean = " / ".join(f"{m:.2f}" for m in r["prior_mean"])
+        kls = " | ".join(f"{pr['kl']:.2f}" for pr in r["prices"])
+        lines.append(
+            f"| {r['strength']:g} | {r['kappa']:g} | {mean} | {r['prior_p_full']:.3f} | {kls} |"
+        )
+    print("\n".join(lines))
+    if a.json:
+        record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
+        Path(a.json).write_text(json.dumps({**record, "versions": versions()}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    sys.exit(main_guard(main))
