@@ -153,7 +153,7 @@ def test_evaluating_on_changed_data_is_refused_unless_named(smoke_run, run_scrip
 def test_sigterm_saves_and_resume_finishes(tmp_path, run_script):
     out = tmp_path / "run"
     cmd = [sys.executable, "experiments/train_svi.py", "--smoke", "--no-progress"]
-    cmd += ["--steps", "60", "--out", str(out)]
+    cmd += ["--steps", "30", "--out", str(out)]
     root = os.path.dirname(os.path.dirname(__file__))
     proc = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
     metrics = out / "metrics.jsonl"
@@ -165,9 +165,9 @@ def test_sigterm_saves_and_resume_finishes(tmp_path, run_script):
     assert stderr.startswith("error: interrupted by SIGTERM after step") and stderr.count("\n") == 1
     assert f"--resume {out}" in stderr
     step = read_checkpoint(out / "checkpoint.pt").step
-    assert 0 < step < 60
+    assert 0 < step < 30
     proc = run_script("evaluate.py", "--checkpoint", str(out / "checkpoint.pt"), "--batches", "1")
-    assert f"interrupted run (step {step} of 60)" in proc.stdout
+    assert f"interrupted run (step {step} of 30)" in proc.stdout
     proc = run_script("train_svi.py", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert read_checkpoint(out / "checkpoint.pt").finished
