@@ -334,8 +334,10 @@ def _svi_step(
     s.step_times.append(time.perf_counter() - t0)
     if not logging:
         return None
-    # loss, kl and penalty are per token; nats are per scored token (all, or the batch's mask)
-    routing_terms = beta * (stats["kl"] or 0.0) + (stats["penalty"] or 0.0)
+    # loss, kl and penalty are per token; nats are per scored token (all, or the batch's mask);
+    # under the warm-up's fixed route the penalty is not in the loss (bayes.model)
+    penalty = 0.0 if route is not None else (stats["penalty"] or 0.0)
+    routing_terms = beta * (stats["kl"] or 0.0) + penalty
     per_scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())
     return {
         "step": step,

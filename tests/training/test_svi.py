@@ -68,3 +68,14 @@ def test_the_guide_learns_at_its_own_rate():
     for group in make_optimizer(model, guide, config).param_groups:
         (is_guide,) = {id(p) in guide_ids for p in group["params"]}  # a group is one or the other
         assert group["base_lr"] == config.train.lr * (10.0 if is_guide else 1.0)
+
+
+def test_warmup_nats_leave_out_the_penalty_that_the_loss_does_not_hold():
+    config = smoke_config(
+        prior={"name": "cost-penalised", "strength": 5.0}, train={"full_warmup": 6}
+    )  # every smoke step is a warm-up step: the network runs all-full, no penalty in the loss
+    rows = fit(config, progress=False).history
+    assert rows
+    for row in rows:
+        assert row["penalty"] > 0  # the router's would-be penalty is still reported
+        assert row["nats_per_token"] == pytest.approx(row["loss"])
