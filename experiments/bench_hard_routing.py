@@ -40,6 +40,7 @@ from pyro_meta_attention.mechanisms.routed import (
     routed_flops,
     routed_mechanism,
 )
+from pyro_meta_attention.training.run_dir import write_text
 
 DEFAULT_MIXES = ("100/0/0", "25/50/25", "10/45/45", "0/50/50")
 H, D, WINDOW, CHUNK = 8, 64, 128, 64
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--repeats must be >= 1, got {a.repeats}")
     if a.T and min(a.T) < 1:
         p.error(f"--T must be >= 1, got {min(a.T)}")
+    if a.threads < 0:
+        p.error(f"--threads must be >= 0, got {a.threads}")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.malloc_top_pad_mb and not ctypes.CDLL("libc.so.6").mallopt(-2, a.malloc_top_pad_mb << 20):
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_text(Path(a.json), json.dumps(rows, indent=2) + "\n")
     if a.plot:
         plot(rows, Path(a.plot))
     return 0

@@ -13,8 +13,9 @@
         sys.exit(main_guard(main))
 
 A bad input never shows a traceback: argparse errors and the errors the library raises for
-bad input (ValueError, CorpusError, FileNotFoundError, UsageError) become one `error: ...`
-line on stderr and exit code 2.
+bad input (ValueError and its kin: CorpusError, CheckpointError, RunDirError, DataMismatch;
+FileNotFoundError, UsageError) and a diverged run become one `error: ...` line on stderr and
+exit code 2; a run stopped by SIGINT or SIGTERM, one line and exit code 128 + the signal.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pyro
 import torch
 
 from pyro_meta_attention.config import RunConfig, smoke_config
 from pyro_meta_attention.data.corpus import CorpusError
-from pyro_meta_attention.data.sources import DataSource, data_for
-from pyro_meta_attention.training.checkpoint import load_checkpoint
-from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE
+from pyro_meta_attention.data.sources import DataSource
+from pyro_meta_attention.training.checkpoint import read_checkpoint, restore
+from pyro_meta_attention.training.data_identity import data_of
+from pyro_meta_attention.training.divergence import TrainingDiverged
+from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE, check_writable
+from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import fit
 
 VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
@@ -70,14 +75,30 @@ def main_guard(main: Callable[[], int]) -> int:
     """Run a script's main; bad input becomes one `error: ...` line and exit code 2."""
     try:
         return main()
-    except (UsageError, CorpusError, ValueError, FileNotFoundError) as e:
+    except (UsageError, CorpusError, ValueError, FileNotFoundError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"error: interrupted by {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
 
 
 def check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but no CUDA device is available")
+
+
+def out_folder(out: str | None) -> Path | None:
+    """--out as a Path, checked to be writable before any work (None: no --out)."""
+    if out is None:
+        return None
+    try:
+        return check_writable(out)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def at_least(value: int | None, minimum: int, flag: str) -> None:
@@ -90,10 +111,19 @@ def load_run(
     checkpoint: str | Path, data: str | None = None, device: str = "cpu"
 ) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, DataSource]:
     """(config, model, guide, data) of a checkpoint, in eval mode; the data is what the run
-    trained on, or the corpus or task `data` names instead."""
+    trained on (an error if it changed since), or the corpus or task `data` names instead (a
+    warning if it is not the training data). A checkpoint of an unfinished run is said so."""
     check_device(device)
-    config, model, guide = load_checkpoint(checkpoint, map_location=device)
-    return config, model.eval(), guide.eval(), data_for(config, data)
+    ck = read_checkpoint(checkpoint, map_location=device)
+    model, guide = restore(ck, device)
+    pyro.clear_param_store()  # only now that the file is checked; the modules hold the weights
+    source, warning = data_of(ck.config, ck.corpus, data)
+    if warning is not None:
+        print(warning, file=sys.stderr)
+    if not ck.finished:
+        steps = ck.config.train.steps
+        print(f"note: {checkpoint} is from an interrupted run (step {ck.step} of {steps})")
+    return ck.config, model.eval(), guide.eval(), source
 
 
 def smoke_checkpoint(seed: int = 0) -> Path:

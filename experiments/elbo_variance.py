@@ -25,7 +25,7 @@ from common import ArgumentParser, at_least, main_guard
 from pyro_meta_attention.config import RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.training.build import build, make_elbo
-from pyro_meta_attention.training.run_dir import versions
+from pyro_meta_attention.training.run_dir import versions, write_text
 
 
 def gradient_draws(config: RunConfig, elbo_name: str, x, y, repeats: int):
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(
+        write_text(
+            Path(a.json),
             json.dumps(
                 {
                     "prior": a.prior,
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
     return 0
 

@@ -12,18 +12,26 @@ over uncertainty thresholds (transition.json and transition.png in --out).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
-from common import ArgumentParser, UsageError, at_least, load_run, main_guard, smoke_checkpoint
+from common import (
+    ArgumentParser,
+    UsageError,
+    at_least,
+    check_device,
+    load_run,
+    main_guard,
+    out_folder,
+    smoke_checkpoint,
+)
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy, transition_curve
 from pyro_meta_attention.data.sources import held_out_batches
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import parse_policy
-from pyro_meta_attention.training.run_dir import versions
+from pyro_meta_attention.training.run_dir import versions, write_json
 
 THRESHOLDS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.01]
 
@@ -87,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     policies = [parse_policy(s) for s in a.policy]
     at_least(a.batches, 1, "--batches")
     at_least(a.repeats, 1, "--repeats")
+    check_device(a.device)
+    out = out_folder(a.out)
     if a.smoke:
         a.checkpoint = str(smoke_checkpoint())
     if a.checkpoint is None:
@@ -108,18 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "versions": versions(),
     }
-    out = Path(a.out) if a.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "evaluation.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+        write_json(out / "evaluation.json", {**meta, "rows": rows})
     if a.sweep:
         curve = transition_curve(model, guide, batches, cost_model, THRESHOLDS, a.repeats)
         print("\ntransition curve (threshold policies):")
         print_rows(curve)
         if out is not None:
-            (out / "transition.json").write_text(
-                json.dumps({**meta, "rows": curve}, indent=2) + "\n"
-            )
+            write_json(out / "transition.json", {**meta, "rows": curve})
             plot_transition(
                 curve, out / "transition.png", f"Soft-to-hard transition ({config.prior.name})"
             )

@@ -5,9 +5,13 @@
     python experiments/train_svi.py --data ../shared/data/tinyshakespeare.txt --steps 2000
     python experiments/train_svi.py --preset mqar --prior fixed-full   # the MQAR recall task
     python experiments/train_svi.py --smoke --out /tmp/smoke   # tiny model, a few steps
+    python experiments/train_svi.py --resume runs/latest       # continue a stopped run
 
 Writes config.json, metrics.jsonl, checkpoint.pt and summary.json to --out, and prints a
-summary that says whether routing was learned.
+summary that says whether routing was learned. A folder that already holds a run is refused
+unless --overwrite (start again) or --resume (continue it). The checkpoint is written every
+--checkpoint-every steps and when SIGINT or SIGTERM stops the run (exit 130 / 143); a run
+whose loss diverges stops with an error and keeps its last good checkpoint.
 """
 
 from __future__ import annotations
@@ -16,14 +20,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import ArgumentParser, check_device, main_guard
+from common import ArgumentParser, at_least, check_device, main_guard
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
-from pyro_meta_attention.training.svi import fit
+from pyro_meta_attention.training.run_dir import check_writable, prepare_run_dir
+from pyro_meta_attention.training.signals import TrainingInterrupted
+from pyro_meta_attention.training.svi import CHECKPOINT_EVERY, FitResult, fit, resume
+
+WITH_RESUME = {"resume", "no_progress", "checkpoint_every"}  # flags --resume takes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,8 +58,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guide-init", choices=["prior", "random"], default=None)
     p.add_argument("--guide-floor", type=float, default=None, help="min guide concentration")
     p.add_argument("--out", default="runs/latest", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=CHECKPOINT_EVERY,
+        help=f"steps between checkpoints (default {CHECKPOINT_EVERY}; 0: only at the end)",
+    )
     p.add_flags("seed", "device", "smoke", "progress")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    if a.resume is not None:
+        given = sorted(k for k, v in vars(a).items() if v != p.get_default(k))
+        others = [f"--{k.replace('_', '-')}" for k in given if k not in WITH_RESUME]
+        if others:
+            p.error(f"--resume continues a run with its own settings; drop {' '.join(others)}")
+    return a
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
@@ -86,7 +108,7 @@ def print_summary(s: dict, out: Path) -> None:
         f"{m} {100 * x:.1f}%" for m, x in zip(MECHANISMS, s["routing_share"], strict=True)
     )
     print(f"\n== summary ({s['prior']}, {s['steps']} steps) -> {out}")
-    print(f"val nats/token (soft)   {s['val_nats_per_token']:.4f}")
+    print(f"val nats/token (soft)   {fmt(s['val_nats_per_token'])}")
     print(f"val accuracy (soft)     {s['val_accuracy']:.4f}")
     print(f"routing share (argmax)  {shares}")
     print(f"routing entropy         {s['routing_entropy']:.3f} (normalised)")
@@ -97,14 +119,32 @@ def print_summary(s: dict, out: Path) -> None:
     print(s["verdict"])
 
 
-def main(argv: list[str] | None = None) -> int:
-    a = parse_args(argv)
+def train(a: argparse.Namespace) -> tuple[FitResult, Path]:
+    """Resume --resume, or check every setting, then train into --out."""
+    progress = not a.no_progress
+    if a.resume is not None:
+        out = Path(a.resume)
+        return resume(out, progress, checkpoint_every=a.checkpoint_every), out
     config = config_from_args(a)
     build(config)  # a bad prior or guide setting fails here, before any output is written
-    data = data_for(config)
     check_device(a.device)
-    result = fit(config, out=a.out, progress=not a.no_progress, data=data)
-    print_summary(result.summary, Path(a.out))
+    out = check_writable(a.out)
+    if not a.overwrite:
+        prepare_run_dir(out, "refuse")  # only looks: a folder holding a run is refused now
+    data = data_for(config)
+    existing = "overwrite" if a.overwrite else "refuse"
+    return fit(config, out, progress, data, existing, a.checkpoint_every), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    at_least(a.checkpoint_every, 0, "--checkpoint-every")
+    try:
+        result, out = train(a)
+    except TrainingInterrupted as e:
+        run = a.resume or a.out
+        raise TrainingInterrupted(f"{e}; continue with --resume {run}", e.signum) from None
+    print_summary(result.summary, out)
     return 0
 
 

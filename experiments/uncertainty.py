@@ -13,12 +13,19 @@ uncertainty.json ({"config": ..., "report": ...}).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from common import ArgumentParser, at_least, load_run, main_guard, smoke_checkpoint, visible
+from common import (
+    ArgumentParser,
+    at_least,
+    load_run,
+    main_guard,
+    out_folder,
+    smoke_checkpoint,
+    visible,
+)
 
 from pyro_meta_attention.analysis.uncertainty import uncertainty_report
 from pyro_meta_attention.data.sources import held_out_batches
@@ -107,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--checkpoint is required unless --smoke")
     at_least(a.samples, 1, "--samples")
     at_least(a.batches, 1, "--batches")
+    out = out_folder(a.out)
     checkpoint = smoke_checkpoint(a.seed) if a.smoke else a.checkpoint
     config, model, guide, data = load_run(checkpoint, a.data)
     x = torch.cat([b.x for b in held_out_batches(data, config, a.batches, "cpu")])  # [N, T]
     pyro.set_rng_seed(a.seed)
     report = with_text(uncertainty_report(model, guide, x, a.samples, top_k=a.top_k), x)
     print(format_report(report))
-    if a.out is not None:
-        out = Path(a.out)
+    if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         run = {
             "checkpoint": "smoke (temporary)" if a.smoke else str(checkpoint),

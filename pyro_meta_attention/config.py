@@ -6,8 +6,11 @@ through JSON so a run's `config.json` can rebuild the exact model it describes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,26 @@ class TrainConfig:
     seed: int = 0  # seeds torch, pyro and the data sampler
     device: str = "cpu"  # "cpu" or "cuda"
 
+    def __post_init__(self) -> None:
+        minimum = {"steps": 1, "batch_size": 1, "log_every": 1, "val_batches": 1}
+        minimum |= dict.fromkeys(("warmup", "kl_anneal", "full_warmup"), 0)
+        minimum |= dict.fromkeys(("harden_start", "harden_end", "seed"), 0)
+        for name, least in minimum.items():
+            if getattr(self, name) < least:
+                raise ValueError(
+                    f"TrainConfig.{name} must be >= {least}, got {getattr(self, name)}"
+                )
+        if self.seed > MAX_SEED:
+            raise ValueError(f"TrainConfig.seed must be <= {MAX_SEED}, got {self.seed}")
+        positive = ("lr", "grad_clip", "guide_lr_scale")
+        for name in positive + ("weight_decay", "kl_weight", "harden_final"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0 or (name in positive and value == 0):
+                bound = "> 0" if name in positive else ">= 0"
+                raise ValueError(f"TrainConfig.{name} must be finite and {bound}, got {value}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"TrainConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -103,7 +126,14 @@ class RunConfig:
         unknown = set(d) - set(parts)
         if unknown:
             raise ValueError(f"unknown config sections: {sorted(unknown)}")
-        return cls(**{k: parts[k]().__class__(**v) for k, v in d.items()})
+        sections = {}
+        for name, values in d.items():
+            kind = parts[name]().__class__
+            extra = set(values) - {f.name for f in fields(kind)}
+            if extra:
+                raise ValueError(f"unknown {name} config field(s): {sorted(extra)}")
+            sections[name] = kind(**values)
+        return cls(**sections)
 
     def override(self, **sections: dict[str, Any]) -> RunConfig:
         """Return a copy with fields replaced per section, e.g. `override(train={"steps": 5})`."""

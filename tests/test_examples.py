@@ -32,8 +32,10 @@ def check_train_run(out: Path, stdout: str) -> None:
     summary = json.loads((out / "run" / "summary.json").read_text())
     keys = {"val_nats_per_token", "routing_share", "routing_entropy", "projected_hard_cost"}
     assert keys <= set(summary) and 0.0 < summary["projected_hard_cost"] <= 1.0
-    state = torch.load(out / "run" / "checkpoint.pt", weights_only=False)
-    assert {"model", "guide", "param_store", "config"} <= set(state)
+    state = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
+    assert {"model", "guide", "optimizer", "rng", "corpus", "config", "step"} <= set(state)
+    assert state["step"] == state["config"]["train"]["steps"]
+    assert state["corpus"]["sha256"] == config["corpus"]["sha256"]
 
 
 def check_evaluation(out: Path, stdout: str) -> None:
@@ -63,6 +65,12 @@ def check_bench_step(out: Path, stdout: str) -> None:
     result = json.loads((out / "bench.json").read_text())
     assert result["ratio_vs_none"] > 0
     assert set(result["median_step_s"]) == {"compute-dirichlet", "none", "plain-torch"}
+
+
+def check_checkpoint_cost(out: Path, stdout: str) -> None:
+    result = json.loads((out / "ck.json").read_text())
+    assert set(result["median_step_s"]) == {"step", "step+checkpoint"}
+    assert result["ratio_checkpoint"] > 0 and result["checkpoint_bytes"] > 10_000
 
 
 def check_elbo_variance(out: Path, stdout: str) -> None:
@@ -130,6 +138,10 @@ EXAMPLES = [
         check_mqar_study,
     ),
     ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
+    (
+        "bench_step.py --smoke --checkpoint-cost --steps 2 --warmup 0 --json {out}/ck.json",
+        check_checkpoint_cost,
+    ),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (

@@ -1,7 +1,17 @@
 """Every script refuses bad input the same way: one `error: ...` line on stderr, exit code 2,
-no traceback (`experiments/common.py`)."""
+no traceback (`experiments/common.py`); a refused training run writes nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import torch
+from checkpoint_files import BAD, bad_checkpoint
+
+from pyro_meta_attention.training.checkpoint import read_checkpoint
 
 MISSING = "/no/such/file"
 BAD_INPUTS = [
@@ -12,6 +22,18 @@ BAD_INPUTS = [
     ("evaluate.py", "--checkpoint is required"),
     ("evaluate.py --smoke --policy sometimes", "bad policy"),
     ("evaluate.py --smoke --repeats 0", "--repeats"),
+    ("evaluate.py --smoke --batches 0", "--batches"),
+    ("evaluate.py --smoke --out ", "--out must not be empty"),
+    ("evaluate.py --smoke --out README.md/eval", "README.md is not a folder"),
+    ("uncertainty.py --smoke --out README.md/unc", "README.md is not a folder"),
+    ("train_svi.py --smoke --out ", "--out must not be empty"),
+    ("train_svi.py --smoke --out README.md/run", "README.md is not a folder"),
+    ("train_svi.py --resume /no/such/run", "holds no checkpoint"),
+    ("train_svi.py --resume /tmp --steps 5", "drop --steps"),
+    ("train_svi.py --smoke --checkpoint-every -1", "--checkpoint-every"),
+    ("bench_step.py --smoke --checkpoint-cost --steps 1", "--steps"),
+    ("bench_hard_routing.py --smoke --repeats 0", "--repeats"),
+    ("bench_hard_routing.py --smoke --threads -1", "--threads"),
     ("uncertainty.py --checkpoint " + MISSING, "not found"),
     ("uncertainty.py --smoke --data " + MISSING, "not found"),
     ("uncertainty.py --smoke --samples 0", "--samples"),
@@ -36,7 +58,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("command,message", BAD_INPUTS, ids=[c for c, _ in BAD_INPUTS])
 def test_bad_input_is_one_line_exit_2(command, message, run_script, one_line_error):
-    proc = run_script(*command.split())
+    proc = run_script(*command.split(" "))
     one_line_error(proc)
     assert message in proc.stderr
 
@@ -45,3 +67,107 @@ def test_bad_input_is_one_line_exit_2(command, message, run_script, one_line_err
 def test_unusable_corpus_is_one_line_exit_2(content, corpus_file, run_script, one_line_error):
     proc = run_script("train_svi.py", "--smoke", "--data", str(corpus_file(content)))
     one_line_error(proc)
+
+
+BAD_SETTINGS = [  # train_svi.py flags -> what the one-line error says
+    ("--kl-weight -1", "kl_weight must be finite and >= 0"),
+    ("--batch-size 0", "batch_size must be >= 1"),
+    ("--lr -1", "lr must be finite and > 0"),
+    ("--lr inf", "lr must be finite and > 0, got inf"),
+    ("--lr nan", "lr must be finite and > 0, got nan"),
+    ("--seed -1", "seed must be >= 0"),
+    ("--steps 0", "steps must be >= 1"),
+    ("--steps -5", "steps must be >= 1, got -5"),
+]
+
+
+@pytest.mark.parametrize("flags,message", BAD_SETTINGS, ids=[f for f, _ in BAD_SETTINGS])
+def test_bad_training_settings_write_nothing(flags, message, tmp_path, run_main, one_line_error):
+    proc = run_main("train_svi.py", "--smoke", "--out", str(tmp_path / "run"), *flags.split())
+    one_line_error(proc)
+    assert message in proc.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("script", ["evaluate.py", "train_svi.py"])
+def test_cuda_without_a_gpu_is_one_line(script, run_script, one_line_error):
+    proc = run_script(script, "--smoke", "--device", "cuda")
+    one_line_error(proc)
+    assert "cuda" in proc.stderr.lower()
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_an_unusable_checkpoint_is_one_line(kind, tmp_path, run_main, one_line_error):
+    path = bad_checkpoint(kind, tmp_path / "ck.pt")
+    proc = run_main("evaluate.py", "--checkpoint", str(path))
+    one_line_error(proc)
+    assert BAD[kind] in proc.stderr and str(path) in proc.stderr
+    assert not (tmp_path / "MARKER").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """A finished smoke run's folder, trained on a copy of a corpus file."""
+    root = tmp_path_factory.mktemp("smoke")
+    corpus = root / "corpus.txt"
+    corpus.write_bytes(bytes(range(256)) * 100)
+    proc = subprocess.run(
+        [sys.executable, "experiments/train_svi.py", "--smoke", "--no-progress"]
+        + ["--data", str(corpus), "--out", str(root / "run")],
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    return root
+
+
+def test_a_folder_holding_a_run_is_refused(smoke_run, run_script, one_line_error):
+    run = str(smoke_run / "run")
+    proc = run_script("train_svi.py", "--smoke", "--out", run)
+    one_line_error(proc)
+    assert "--resume" in proc.stderr and "--overwrite" in proc.stderr
+    proc = run_script("train_svi.py", "--resume", run)
+    one_line_error(proc)
+    assert "finished run" in proc.stderr
+
+
+def test_evaluating_on_changed_data_is_refused_unless_named(smoke_run, run_script, one_line_error):
+    checkpoint = str(smoke_run / "run" / "checkpoint.pt")
+    other = smoke_run / "other.txt"
+    other.write_bytes(bytes(range(255, -1, -1)) * 100)
+    corpus = smoke_run / "corpus.txt"
+    original = corpus.read_bytes()
+    corpus.write_bytes(other.read_bytes())
+    try:
+        proc = run_script("evaluate.py", "--checkpoint", checkpoint, "--batches", "1")
+        one_line_error(proc)
+        assert "has changed since training" in proc.stderr and "--data" in proc.stderr
+    finally:
+        corpus.write_bytes(original)
+    proc = run_script("evaluate.py", "--checkpoint", checkpoint, "--data", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("warning:") and "is not the training data" in proc.stderr
+
+
+def test_sigterm_saves_and_resume_finishes(tmp_path, run_script):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "experiments/train_svi.py", "--smoke", "--no-progress"]
+    cmd += ["--steps", "30", "--out", str(out)]
+    root = os.path.dirname(os.path.dirname(__file__))
+    proc = subprocess.Popen(cmd, cwd=root, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    while proc.poll() is None and not (metrics.is_file() and metrics.read_text()):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stderr.startswith("error: interrupted by SIGTERM after step") and stderr.count("\n") == 1
+    assert f"--resume {out}" in stderr
+    step = read_checkpoint(out / "checkpoint.pt").step
+    assert 0 < step < 30
+    proc = run_script("evaluate.py", "--checkpoint", str(out / "checkpoint.pt"), "--batches", "1")
+    assert f"interrupted run (step {step} of 30)" in proc.stdout
+    proc = run_script("train_svi.py", "--resume", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert read_checkpoint(out / "checkpoint.pt").finished

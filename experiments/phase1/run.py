@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.data.sources import data_for
-from pyro_meta_attention.training.run_dir import load_history, versions
+from pyro_meta_attention.training.run_dir import load_history, versions, write_text
 
 DEFAULT_OUT = "runs/phase1"
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = describe(budget, corpus, command.strip(), rows, time.perf_counter() - t0)
     markdown = results_markdown(models, ablation, meta)
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"phase1-{tag}.md").write_text(markdown)
+    write_text(results / f"phase1-{tag}.md", markdown)
     record = {
         "meta": meta,
         "versions": versions(),
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "ablation": ablation,
         "runs": rows,
     }
-    (results / f"phase1-{tag}.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_text(results / f"phase1-{tag}.json", json.dumps(record, indent=2) + "\n")
     make_figures(figures, tag, root, corpus, budget, models, ablation, a.models or list(MODELS))
     print(markdown)
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 from common import visible
 
@@ -42,7 +43,11 @@ from pyro_meta_attention.data.sources import DataSource, data_for, held_out_batc
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.checkpoint import load_checkpoint
+from pyro_meta_attention.training.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint,
+)
 from pyro_meta_attention.training.run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -175,17 +180,28 @@ def load_run(
     return config, model.eval(), guide.eval()
 
 
+def finished_run(out: Path, config: RunConfig, corpus: DataSource) -> bool:
+    """Whether `out` holds a run of `config` on `corpus` whose checkpoint is at its final step."""
+    stored = read_json(out / CONFIG_FILE) or {}
+    same = stored.get("config") == config.to_dict()
+    if not (same and stored.get("corpus", {}).get("sha256") == corpus.sha256):
+        return False
+    if not (out / SUMMARY_FILE).is_file():
+        return False
+    try:
+        return read_checkpoint(out / CHECKPOINT_FILE).finished
+    except (CheckpointError, FileNotFoundError):
+        return False
+
+
 def _trained(
     config: RunConfig, out: Path, corpus: DataSource, progress: bool
 ) -> tuple[RoutingModel, RoutingGuide, str]:
-    """Reuse a finished run with the same config and corpus, else train one."""
-    stored = read_json(out / CONFIG_FILE) or {}
-    finished = (out / SUMMARY_FILE).is_file() and (out / CHECKPOINT_FILE).is_file()
-    same_data = stored.get("corpus", {}).get("sha256") == corpus.sha256
-    if finished and same_data and stored.get("config") == config.to_dict():
+    """Reuse a finished run with the same config and corpus, resume a stopped one, else train."""
+    if finished_run(out, config, corpus):
         _, model, guide = load_run(out, config.train.device)
         return model, guide, "checkpoint"
-    result = fit(config, out=out, progress=progress, data=corpus)
+    result = fit(config, out=out, progress=progress, data=corpus, existing="resume")
     return result.model.eval(), result.guide.eval(), "trained"
 
 
@@ -207,6 +223,7 @@ def evaluate_run(
     with torch.no_grad():
         stats = routing_stats(guide, x)
         alpha_bar = guide.posterior_mean(x).cpu()  # [N, T, L, M]
+    pyro.set_rng_seed(config.train.seed)  # the same draws however often a run is evaluated
     report = uncertainty_report(model, guide, x, samples)
     epistemic = [layer["epistemic"] for layer in report["layers"]]
     layer_share = [argmax_share(a).tolist() for a in alpha_bar.unbind(2)]
@@ -306,6 +323,7 @@ def token_map(
     config, model, guide = load_run(run_dir)
     cols = min(cols, config.model.block_size)
     x = corpus.val[: rows * cols].long().view(rows, cols)  # [rows, cols]
+    pyro.set_rng_seed(config.train.seed)
     u = routing_uncertainty(posterior_samples(model, guide, x, samples))
     sites = [u[routing_site(layer)] for layer in range(guide.n_layer)]
     with torch.no_grad():

@@ -1,42 +1,122 @@
-"""The checkpoint of a run: network, guide, Pyro param store and config in one file."""
+"""The checkpoint of a run: config, step, network, guide, optimiser and RNG states in one file.
+
+Only tensors and plain Python data are stored, and files are read with
+`torch.load(weights_only=True)`: a checkpoint that carries any other object (a pickled
+callable, say) is refused without running it. `read_checkpoint` checks a file and raises
+`CheckpointError` (one line naming the file) for anything it cannot use; `load_checkpoint`
+rebuilds (config, model, guide) from it. Writes are atomic (`run_dir.write_atomic`).
+"""
 
 from __future__ import annotations
 
+import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
+from torch.torch_version import TorchVersion
 
 from ..config import RunConfig
 from .build import build
-from .run_dir import versions
+from .run_dir import versions, write_atomic
+
+SAFE = [TorchVersion]  # a str subclass that checkpoints written before plain metadata hold
 
 
-def save_checkpoint(path: Path, config: RunConfig, model, guide, step: int) -> None:
-    """Network (inside the model), guide, Pyro param store and config, in one file."""
-    torch.save(
-        {
-            "config": config.to_dict(),
-            "step": step,
-            "model": model.state_dict(),
-            "guide": guide.state_dict(),
-            "param_store": pyro.get_param_store().get_state(),
-            "versions": versions(),
-        },
-        path,
-    )
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: unreadable, unsafe, or not of this project."""
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
-    """Rebuild (config, model, guide) from a checkpoint; the param store is cleared and restored."""
+@dataclass(frozen=True)
+class Checkpoint:
+    path: Path  # the file it was read from
+    config: RunConfig  # the run's configuration
+    step: int  # SVI steps done when it was written
+    state: dict[str, Any]  # everything stored: model, guide, optimizer, rng, corpus, ...
+
+    @property
+    def finished(self) -> bool:
+        """Whether every SVI step of the config was done."""
+        return self.step >= self.config.train.steps
+
+    @property
+    def corpus(self) -> dict[str, Any] | None:
+        """{"name", "path", "sha256"} of the training data (None: an older checkpoint)."""
+        return self.state.get("corpus")
+
+
+def save_checkpoint(path: Path, config: RunConfig, model, guide, step: int, **extra: Any) -> None:
+    """Config, step, model (network + prior), guide and `extra` (tensors and plain data only:
+    optimizer, rng, corpus, step_times), written atomically."""
+    state = {
+        "config": config.to_dict(),
+        "step": step,
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "versions": versions(),
+        **extra,
+    }
+    write_atomic(Path(path), lambda f: torch.save(state, f))
+
+
+def _load(path: Path, map_location: str | torch.device) -> Any:
+    try:
+        with torch.serialization.safe_globals(SAFE):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"refused checkpoint {path}: it holds a Python object ({found.group(1)}), not "
+                "only tensors and plain data; it was not run"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: not a torch file") from None
+    except Exception as e:  # torch.load raises many types for a damaged file
+        why = "empty" if path.stat().st_size == 0 else "not a torch file, or truncated"
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {why} ({type(e).__name__})"
+        ) from None
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """The checkpoint in `path`, checked; CheckpointError (or FileNotFoundError) if unusable."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location=map_location, weights_only=False)
-    config = RunConfig.from_dict(state["config"])
+    state = _load(path, map_location)
+    keys = ("config", "step", "model", "guide")
+    if not isinstance(state, dict) or not all(k in state for k in keys):
+        raise CheckpointError(
+            f"{path} is not a checkpoint of this project (it needs {', '.join(keys)})"
+        )
+    try:
+        config = RunConfig.from_dict(state["config"])
+    except (ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} has a bad config: {e}") from None
+    return Checkpoint(path, config, int(state["step"]), state)
+
+
+def restore(checkpoint: Checkpoint, map_location: str | torch.device = "cpu"):
+    """Fresh (model, guide) with the checkpoint's weights, on `map_location`."""
+    model, guide = build(checkpoint.config)
+    try:
+        model.load_state_dict(checkpoint.state["model"])
+        guide.load_state_dict(checkpoint.state["guide"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {checkpoint.path}: weights do not match its config ({first})"
+        ) from None
+    return model.to(map_location), guide.to(map_location)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild (config, model, guide) from a checkpoint; Pyro's param store is cleared only once
+    the file has been checked (model and guide keep their parameters themselves)."""
+    checkpoint = read_checkpoint(path, map_location)
+    model, guide = restore(checkpoint, map_location)
     pyro.clear_param_store()
-    pyro.get_param_store().set_state(state["param_store"])
-    model, guide = build(config)
-    model.load_state_dict(state["model"])
-    guide.load_state_dict(state["guide"])
-    return config, model.to(map_location), guide.to(map_location)
+    return checkpoint.config, model, guide

@@ -1,12 +1,19 @@
-"""SVI training: `fit(config)` builds model and guide, trains them with an ELBO, writes the run.
+"""SVI training: `fit(config)` builds model and guide, trains them with an ELBO, writes the run;
+`resume(run_dir)` continues a run from its checkpoint.
 
 Read top-down, one step each:
 
-    fit            set up (`_setup`), then `_train`, then `summarise`, writing the run folder
+    fit / resume   set up (`_setup`), then `_run`: `_train`, the final checkpoint, `summarise`
     _setup         data, seed, model + guide on the device, the ELBOModule, the run folder
-    _train         the loop: schedules, `_svi_step`, a metrics row every `log_every` steps
+    _train         the loop: schedules, `_svi_step`, a metrics row every `log_every` steps,
+                   a checkpoint every `checkpoint_every` steps and on SIGINT / SIGTERM
     _svi_step      one ELBO gradient step with gradient-norm clipping
     summarise      held-out nats under soft routing plus routing statistics
+
+A checkpoint holds network, guide, optimiser, step and every random state (`rng.py`), so a
+resumed run logs exactly the rows the uninterrupted run would have (bitwise on the CPU with the
+same thread count). A run that fails before its first step leaves no run files behind; one
+whose loss diverges (`divergence.py`) stops, keeping its last good checkpoint.
 
 Nothing lives in Pyro's global param store (`module_local_params`), and it is cleared at the
 start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
@@ -39,12 +46,27 @@ from ..data.sources import DataSource, data_for, held_out_batches
 from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
-from .checkpoint import save_checkpoint
-from .run_dir import CHECKPOINT_FILE, SUMMARY_FILE, append_metrics, write_config, write_json
+from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
+from .data_identity import DataMismatch, identity, training_data
+from .divergence import TrainingDiverged, Watchdog, diverged
+from .rng import rng_state, set_rng_state
+from .run_dir import (
+    CHECKPOINT_FILE,
+    SUMMARY_FILE,
+    RunDirError,
+    append_metrics,
+    clear_run,
+    keep_history,
+    prepare_run_dir,
+    write_config,
+    write_json,
+)
 from .schedules import hardening_tau, kl_beta, lr_factor
+from .signals import TrainingInterrupted, stop_on_signals
 
 logger = logging.getLogger(__name__)
 FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
+CHECKPOINT_EVERY = 500  # default steps between periodic checkpoints (0 = none)
 
 
 @dataclass
@@ -63,9 +85,18 @@ class _Session:
 
     result: FitResult
     elbo: Any  # the ELBOModule: elbo(x, y, beta=..., tau=...) -> loss
-    batch: Any  # () -> Batch on the device
-    out: Path | None
+    generator: torch.Generator  # the batch sampler's
+    out: Path | None  # the run folder (None: nothing is written)
+    checkpoint_every: int  # steps between periodic checkpoints (0 = none)
+    resumed: Checkpoint | None = None  # the checkpoint a resumed run continues
+    done: int = 0  # SVI steps done
     step_times: list[float] = field(default_factory=list)
+    boundary: tuple[int, dict[str, Any]] | None = None  # (steps done, random states) then
+    saved: int | None = None  # steps done at the last checkpoint written
+
+    def batch(self) -> Batch:
+        tc = self.result.config.train
+        return self.result.data.train_batch(tc.batch_size, self.generator).to(tc.device)
 
 
 def fit(
@@ -73,88 +104,221 @@ def fit(
     out: str | Path | None = None,
     progress: bool = True,
     data: DataSource | None = None,
+    existing: str = "overwrite",
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> FitResult:
-    """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json."""
-    session = _setup(config, out, data)
-    _train(session, progress)
-    result = session.result
-    result.summary = summarise(result, session.step_times)
-    if session.out is not None:
-        save_checkpoint(
-            session.out / CHECKPOINT_FILE, config, result.model, result.guide, config.train.steps
-        )
-        write_json(session.out / SUMMARY_FILE, result.summary)
-    return result
+    """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json.
+
+    `existing` says what to do with an `out` that holds a run: "overwrite" it, "refuse"
+    (RunDirError), or "resume" it when it holds a checkpoint of this config.
+    """
+    if out is not None and existing == "resume":
+        data = data_for(config) if data is None else data
+        if _resumable(Path(out), config, data):
+            return resume(out, progress, data, checkpoint_every)
+        existing = "overwrite"
+    session = _setup(config, out, data, existing, checkpoint_every)
+    return _run(session, progress)
 
 
-def _setup(config: RunConfig, out: str | Path | None, data: DataSource | None) -> _Session:
+def _resumable(out: Path, config: RunConfig, data: DataSource) -> bool:
+    """Whether `out` holds a resumable, unfinished checkpoint of `config` on `data`."""
+    try:
+        checkpoint = read_checkpoint(out / CHECKPOINT_FILE)
+    except (CheckpointError, FileNotFoundError):
+        return False
+    same = checkpoint.config == config and (checkpoint.corpus or {}).get("sha256") == data.sha256
+    return same and not checkpoint.finished and {"rng", "optimizer"} <= set(checkpoint.state)
+
+
+def resume(
+    run_dir: str | Path,
+    progress: bool = True,
+    data: DataSource | None = None,
+    checkpoint_every: int = CHECKPOINT_EVERY,
+) -> FitResult:
+    """Continue the run in `run_dir` from its checkpoint (a finished one is only summarised);
+    RunDirError if it has no checkpoint or is finished, CheckpointError if it cannot resume."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} holds no checkpoint to resume")
+    checkpoint = read_checkpoint(path)
+    if checkpoint.finished and (run_dir / SUMMARY_FILE).is_file():
+        steps = checkpoint.config.train.steps
+        raise RunDirError(f"{run_dir} is a finished run ({steps} steps); nothing to resume")
+    if not checkpoint.finished and not {"rng", "optimizer"} <= set(checkpoint.state):
+        raise CheckpointError(f"{path} has no optimiser and RNG state; it cannot be resumed")
+    if data is None and checkpoint.corpus is None:
+        data = data_for(checkpoint.config)
+    elif data is None:
+        try:
+            data = training_data(checkpoint.config, checkpoint.corpus)
+        except DataMismatch as e:
+            raise DataMismatch(f"cannot resume {run_dir}: {e}") from None
+    session = _setup(checkpoint.config, run_dir, data, "resume", checkpoint_every, checkpoint)
+    return _run(session, progress)
+
+
+def _run(s: _Session, progress: bool) -> FitResult:
+    """Train (unless finished), write the final checkpoint, then the summary."""
+    r, steps = s.result, s.result.config.train.steps
+    if s.done < steps:
+        try:
+            optimizer = _train(s, progress)
+        except BaseException:
+            if s.out is not None and s.resumed is None and s.done == 0:
+                clear_run(s.out)  # failed before its first step: no half-written folder
+            raise
+        _save(s, rng_state(s.generator), optimizer)
+    r.summary = summarise(r, s.step_times)
+    if s.out is not None:
+        write_json(s.out / SUMMARY_FILE, r.summary)
+    return r
+
+
+def _setup(
+    config: RunConfig,
+    out: str | Path | None,
+    data: DataSource | None,
+    existing: str,
+    checkpoint_every: int,
+    resumed: Checkpoint | None = None,
+) -> _Session:
     tc = config.train
-    device = torch.device(tc.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda requested but torch.cuda.is_available() is False")
+    if checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {checkpoint_every}")
+    if tc.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     pyro.settings.set(module_local_params=True)
     pyro.clear_param_store()
     data = data_for(config) if data is None else data
     gen = set_seed(tc.seed)
-    model, guide = (m.to(device) for m in build(config))
-    out_dir = None if out is None else Path(out)
-    if out_dir is not None:
-        _start_run_dir(out_dir, config, data)
-
-    def batch() -> Batch:
-        return data.train_batch(tc.batch_size, gen).to(device)
-
+    model, guide = build(config) if resumed is None else restore(resumed)
+    model, guide = model.to(tc.device), guide.to(tc.device)
     result = FitResult(config, model, guide, data)
-    return _Session(result, make_elbo(tc.elbo)(model, guide), batch, out_dir)
+    out_dir = None if out is None else Path(out)
+    s = _Session(result, make_elbo(tc.elbo)(model, guide), gen, out_dir, checkpoint_every)
+    if resumed is not None:
+        s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
+        s.step_times = list(resumed.state.get("step_times", []))
+    if out_dir is not None:
+        prepare_run_dir(out_dir, existing)
+        _start_run_dir(s)
+    return s
 
 
-def _start_run_dir(out: Path, config: RunConfig, data: DataSource) -> None:
-    """config.json (config, seed, versions, data, cost model) and an empty metrics.jsonl."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
-    cost = cost_model_for(config.model).to_dict()
-    extra = {"seed": config.train.seed, "corpus": data.record(), "cost_model": cost}
-    write_config(out, config, extra)
+def _start_run_dir(s: _Session) -> None:
+    """config.json (config, seed, versions, data, cost model) and metrics.jsonl: empty, or the
+    rows of a resumed run before its checkpoint."""
+    assert s.out is not None
+    r = s.result
+    s.out.mkdir(parents=True, exist_ok=True)
+    r.history = keep_history(s.out, s.done)
+    if s.resumed is None:
+        cost = cost_model_for(r.config.model).to_dict()
+        extra = {"seed": r.config.train.seed, "corpus": r.data.record(), "cost_model": cost}
+        write_config(s.out, r.config, extra)
 
 
-def _train(s: _Session, progress: bool) -> None:
-    """The SVI loop; on Ctrl-C the checkpoint so far is saved (no summary) and it re-raises."""
+def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
+    """The checkpoint after `s.done` steps: weights, optimiser, random states, data identity."""
+    if s.out is None:
+        return
+    r = s.result
+    extra = {"optimizer": optimizer.state_dict(), "rng": rng, "step_times": s.step_times}
+    extra["corpus"] = identity(r.config, r.data)
+    save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, s.done, **extra)
+    s.saved = s.done
+
+
+def _start(s: _Session) -> tuple[Any, Batch | None]:
+    """(optimiser, first batch of a fresh run): Pyro's set-up call on a batch, the optimiser,
+    and for a resumed run its optimiser and random states."""
     r, tc = s.result, s.result.config.train
-    batch = s.batch()
-    s.elbo(
-        batch.x, batch.y, obs_mask=batch.mask
-    )  # warm-up call: lets Pyro set up before the optimiser sees the parameters
+    if s.resumed is None:
+        first = s.batch()
+    else:  # any batch will do: the random states are restored after this call
+        first = r.data.train_batch(tc.batch_size, torch.Generator().manual_seed(0)).to(tc.device)
+    s.elbo(first.x, first.y, obs_mask=first.mask)  # lets Pyro set up before the optimiser
     optimizer = make_optimizer(r.model, r.guide, r.config)
-    bar = tqdm(range(tc.steps), desc=f"svi {r.config.prior.name}", disable=not progress)
-    step = 0
-    try:
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
-            row = _svi_step(s, optimizer, step, batch)
-            if row is not None:
-                r.history.append(row)
-                if s.out is not None:
-                    append_metrics(s.out, row)
-                share = "/".join(f"{v:.2f}" for v in row["routing_share"])
-                bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl'] or 0:.3f}", share=share)
-            batch = s.batch()
-    except KeyboardInterrupt:
-        if s.out is not None:  # keep what was trained; the summary is not written
-            save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, step)
-            logger.warning("interrupted at step %d: checkpoint saved to %s", step, s.out)
-        raise
+    if s.resumed is None:
+        return optimizer, first
+    optimizer.load_state_dict(s.resumed.state["optimizer"])
+    set_rng_state(s.resumed.state["rng"], s.generator)
+    return optimizer, None
 
 
-def _svi_step(s: _Session, optimizer, step: int, batch: Batch) -> dict[str, Any] | None:
+def _train(s: _Session, progress: bool) -> torch.optim.Optimizer:
+    """The SVI loop; stopped by SIGINT / SIGTERM it saves its checkpoint and raises
+    TrainingInterrupted (a KeyboardInterrupt mid-step: it saves, then re-raises)."""
+    r, tc = s.result, s.result.config.train
+    optimizer, pending = _start(s)
+    watch = Watchdog(r.config.model.vocab_size)
+    bar = tqdm(range(s.done, tc.steps), desc=f"svi {r.config.prior.name}", disable=not progress)
+    with stop_on_signals() as stop:
+        try:
+            for step in bar:
+                s.boundary = (s.done, rng_state(s.generator))
+                batch, pending = (s.batch() if pending is None else pending), None
+                row = _svi_step(s, optimizer, step, batch, watch)
+                if row is not None:
+                    _log(s, row, bar)
+                    watch.check_row(row["nats_per_token"], step, last=step == tc.steps - 1)
+                if stop.signum is not None and s.done < tc.steps:
+                    _stop(s, optimizer, stop.name, stop.signum)
+                every = s.checkpoint_every
+                if every and s.done % every == 0 and s.done < tc.steps and not watch.high:
+                    _save(s, rng_state(s.generator), optimizer)
+        except KeyboardInterrupt:
+            _interrupted(s, optimizer)
+            raise
+        except TrainingDiverged as e:
+            kept = "no checkpoint was written" if s.saved is None else f"step {s.saved} kept"
+            raise TrainingDiverged(f"{e}; last good checkpoint: {kept}") from None
+    return optimizer
+
+
+def _log(s: _Session, row: dict[str, Any], bar) -> None:
+    s.result.history.append(row)
+    if s.out is not None:
+        append_metrics(s.out, row)
+    share = "/".join(f"{v:.2f}" for v in row["routing_share"])
+    bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl'] or 0:.3f}", share=share)
+
+
+def _stop(s: _Session, optimizer, name: str, signum: int) -> None:
+    """Save after a signal, then raise TrainingInterrupted."""
+    _save(s, rng_state(s.generator), optimizer)
+    where = "" if s.out is None else f"; checkpoint saved in {s.out}"
+    steps = s.result.config.train.steps
+    raise TrainingInterrupted(f"{name} after step {s.done} of {steps}{where}", signum)
+
+
+def _interrupted(s: _Session, optimizer) -> None:
+    """A KeyboardInterrupt mid-step: keep what was trained (nothing before the first step)."""
+    if s.out is None or s.done == 0:
+        return
+    at, rng = s.boundary if s.boundary is not None else (None, None)
+    _save(s, rng if at == s.done else rng_state(s.generator), optimizer)
+    logger.warning("interrupted after step %d: checkpoint saved to %s", s.done, s.out)
+
+
+def _svi_step(
+    s: _Session, optimizer, step: int, batch: Batch, watch: Watchdog
+) -> dict[str, Any] | None:
     """One gradient step on a batch; returns the metrics row when this step logs, else None."""
     r, tc = s.result, s.result.config.train
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
     route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full
     x = batch.x
     t0 = time.perf_counter()
     loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask, route=route)
+    loss_value = loss.item()
+    watch.check_loss(loss_value, step)  # before the update: the checkpoint stays good
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
         with torch.no_grad():
@@ -164,12 +328,10 @@ def _svi_step(s: _Session, optimizer, step: int, batch: Batch) -> dict[str, Any]
     params = list(r.model.parameters()) + list(r.guide.parameters())
     torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
     optimizer.step()
+    s.done = step + 1
     if x.device.type == "cuda":
         torch.cuda.synchronize()
     s.step_times.append(time.perf_counter() - t0)
-    loss_value = loss.item()
-    if not math.isfinite(loss_value):
-        raise FloatingPointError(f"non-finite loss {loss_value} at step {step}")
     if not logging:
         return None
     # loss, kl and penalty are per token; nats are per scored token (all, or the batch's mask);
@@ -188,7 +350,8 @@ def _svi_step(s: _Session, optimizer, step: int, batch: Batch) -> dict[str, Any]
 
 
 def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
-    """Validation metrics under soft routing plus routing statistics on the held-out split."""
+    """Validation metrics under soft routing plus routing statistics on the held-out split;
+    a run whose held-out loss is non-finite or far above uniform is marked diverged."""
     config, model, guide = result.config, result.model, result.guide
     device = next(model.parameters()).device
     batches = held_out_batches(result.data, config, device=device)
@@ -196,17 +359,21 @@ def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
         val = soft_val_metrics(model, guide, batches)
         stats = routing_stats(guide, torch.cat([b.x for b in batches]))
     learned, verdict = routing_learned(stats, guide.prior)
+    bad = diverged(val["nats"], config.model.vocab_size)
+    if bad:
+        learned, verdict = False, f"DIVERGED: held-out loss {val['nats']:.4g} nats/token"
     cost = cost_model_for(config.model)
     return {
         "prior": config.prior.name,
         "steps": config.train.steps,
-        "val_nats_per_token": val["nats"],
+        "val_nats_per_token": val["nats"] if math.isfinite(val["nats"]) else None,
         "val_accuracy": val["accuracy"],
         "val_tokens": sum(b.y.numel() if b.mask is None else int(b.mask.sum()) for b in batches),
         **stats,
         "projected_hard_cost": cost.projected_cost(torch.tensor(stats["routing_share"])),
         "cost_vector": cost.normalised().tolist(),
         "prior_mean": None if guide.prior.mean() is None else guide.prior.mean().tolist(),
+        "diverged": bad,
         "routing_learned": learned,
         "verdict": verdict,
         "median_step_s": statistics.median(step_times) if step_times else None,

@@ -161,3 +161,38 @@ def test_cpu_plan_skips_priors_below_the_floor():
     meta = {k: "x" for k in ("title", "model", "data", "training", "seeds", "machine", "command")}
     markdown = results_markdown([], skipped, meta)
     assert markdown.count("skipped:") == len(skipped)
+
+
+def test_an_unfinished_checkpoint_is_resumed_and_gives_the_same_numbers(tmp_path, monkeypatch):
+    import shutil
+
+    import pyro
+
+    import pyro_meta_attention.training.svi as svi
+    from pyro_meta_attention.training.checkpoint import read_checkpoint
+
+    budget = BUDGETS["smoke"]
+    config = budget.config(MODELS["compute-dirichlet"], seed=0, data=None)
+    corpus = load_corpus(None, budget.model.block_size, budget.max_bytes)
+    whole = run_one(config, tmp_path / "whole", corpus=corpus, samples=2, repeats=1)
+    real = svi.hardening_tau
+
+    def interrupt_at_step_3(step, *args):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(step, *args)
+
+    monkeypatch.setattr(svi, "hardening_tau", interrupt_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        svi.fit(config, out=tmp_path / "cut", progress=False, data=corpus)
+    monkeypatch.undo()
+    shutil.copy(tmp_path / "whole" / "summary.json", tmp_path / "cut")  # an older run's summary
+    cut = run_one(config, tmp_path / "cut", corpus=corpus, samples=2, repeats=1)
+    assert cut["source"] == "trained"
+    assert read_checkpoint(tmp_path / "cut" / "checkpoint.pt").finished
+    (tmp_path / "whole" / "phase1_eval.json").unlink()
+    pyro.set_rng_seed(123)  # whatever the random state, the evaluation draws the same
+    again = run_one(config, tmp_path / "whole", corpus=corpus, samples=2, repeats=1)
+    assert again["source"] == "checkpoint"
+    for key in ("val_nats_soft", "val_nats_hard", "epistemic", "kl", "routing_share"):
+        assert cut[key] == whole[key] == again[key], key

@@ -56,7 +56,7 @@ def test_interrupted_fit_keeps_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(svi, "hardening_tau", interrupt_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         fit(smoke_config(), out=tmp_path, progress=False)
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["step"] == 3
     assert not (tmp_path / "summary.json").exists()
 
