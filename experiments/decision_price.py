@@ -12,7 +12,6 @@ near that leaves the ELBO (KL weight 1) no reason to route the query to full.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -26,7 +25,7 @@ from pyro_meta_attention.config import PriorConfig, mqar_config
 from pyro_meta_attention.data.mqar import MQARConfig
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
-from pyro_meta_attention.training.run_dir import versions
+from pyro_meta_attention.training.run_dir import versions, write_json
 
 GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # q's concentrations
 
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if a.json:
         record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
-        Path(a.json).write_text(json.dumps({**record, "versions": versions()}, indent=2) + "\n")
+        write_json(Path(a.json), {**record, "versions": versions()})
     return 0
 
 

@@ -15,8 +15,9 @@ epistemic uncertainty per class. A model is a prior name, optionally with its la
 separates the references: fixed-full near 1, fixed-local near chance.
 
 Writes RESULTS/mqar-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
-A run folder holding `mqar_run.json` from the same config is reused, not retrained, so an
-interrupted study resumes where it stopped. `--combine TAG ...` trains nothing: it puts the rows
+A run folder holding `mqar_run.json` from the same config is reused, not retrained, and an
+interrupted run continues from its last checkpoint, so an interrupted study resumes where it
+stopped. `--combine TAG ...` trains nothing: it puts the rows
 of earlier studies' JSON into one table and one Pareto plot (`tag:label,...` takes only those
 models of a study; a model taken from two studies is labelled `model (tag)`):
 
@@ -54,7 +55,7 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.run_dir import versions, write_json
+from pyro_meta_attention.training.run_dir import versions, write_json, write_text
 from pyro_meta_attention.training.svi import fit
 
 FULL = MECHANISMS.index("full")
@@ -128,7 +129,7 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         return {**done, "label": label, "reused": True}
     (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
     t0 = time.perf_counter()
-    result = fit(config, out=out, progress=False)
+    result = fit(config, out=out, progress=False, existing="resume")  # an interrupted run goes on
     train_s = time.perf_counter() - t0
     model, guide = result.model.eval(), result.guide.eval()
     batches = held_out_batches(result.data, config)
@@ -380,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     task = data_for(base)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     lines = header(base, task, title, details, commands) + table(rows, labels, task.config.chance)
-    (results / f"mqar-{a.tag}.md").write_text("\n".join(lines) + "\n")
+    write_text(results / f"mqar-{a.tag}.md", "\n".join(lines) + "\n")
     record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
     write_json(results / f"mqar-{a.tag}.json", record)
     pareto(rows, labels, results / f"mqar-{a.tag}-pareto.png", f"MQAR ({a.tag}): cost vs accuracy")
