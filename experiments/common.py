@@ -21,10 +21,13 @@ exit code 2; a run stopped by SIGINT or SIGTERM, one line and exit code 128 + th
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pyro
 import torch
@@ -137,3 +140,27 @@ def visible(data: bytes) -> str:
     """Decode bytes (errors="replace") with newlines, tabs and control bytes made visible."""
     text = data.decode("utf-8", errors="replace")
     return "".join(VISIBLE.get(c, chr(0x2400 + ord(c)) if ord(c) < 32 else c) for c in text)
+
+
+def parse_set(items: list[str], config: RunConfig) -> dict[str, dict[str, Any]]:
+    """['train.full_warmup=1000'] -> {'train': {'full_warmup': 1000}} for `config.override`;
+    a value is read as JSON when it parses (numbers, true/false), else kept as text."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        section, _, name = key.partition(".")
+        part = getattr(config, section, None)
+        known = {f.name for f in fields(part)} if is_dataclass(part) else ()
+        if not eq or name not in known:
+            raise UsageError(f"--set {item}: use SECTION.FIELD=VALUE with a RunConfig field")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        current = getattr(part, name)
+        want = type(current)
+        fits = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+        if current is not None and not (fits or (want is float and type(value) is int)):
+            raise UsageError(f"--set {item}: {section}.{name} expects type {want.__name__}")
+        out.setdefault(section, {})[name] = value
+    return out

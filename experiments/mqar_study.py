@@ -35,13 +35,12 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from common import ArgumentParser, UsageError, at_least, main_guard
+from common import ArgumentParser, UsageError, at_least, main_guard, parse_set
 from tqdm.auto import tqdm
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
@@ -73,24 +72,6 @@ def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
         return name, {"strength": float(strength)}
     except ValueError:
         raise UsageError(f"--models {spec}: {strength!r} is not a number") from None
-
-
-def parse_set(items: list[str], config: RunConfig) -> dict[str, dict[str, Any]]:
-    """['train.full_warmup=1000'] -> {'train': {'full_warmup': 1000}}, type-checked."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        section, _, name = key.partition(".")
-        part = getattr(config, section, None)
-        known = {f.name for f in fields(part)} if part is not None and section != "to_dict" else ()
-        if not eq or name not in known:
-            raise UsageError(f"--set {item}: use SECTION.FIELD=VALUE with a RunConfig field")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        out.setdefault(section, {})[name] = value
-    return out
 
 
 def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:

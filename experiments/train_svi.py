@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import ArgumentParser, at_least, check_device, main_guard
+from common import ArgumentParser, at_least, check_device, main_guard, parse_set
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-anneal", type=int, default=None, help="steps of linear KL warm-up")
     p.add_argument("--guide-init", choices=["prior", "random"], default=None)
     p.add_argument("--guide-floor", type=float, default=None, help="min guide concentration")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="S.F=V",
+        help="any config field, e.g. train.full_warmup=1000",
+    )
     p.add_argument("--out", default="runs/latest", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")
@@ -91,13 +98,14 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         guide["init"] = a.guide_init
     if a.guide_floor is not None:
         guide["floor"] = a.guide_floor
-    return base.override(
+    config = base.override(
         prior={"name": a.prior, "strength": a.strength, "concentration": a.kappa},
         data={} if a.data is None else {"path": a.data},
         model={"token_shift": True} if a.token_shift else {},
         train=train,
         guide=guide,
     )
+    return config.override(**parse_set(a.set, config))
 
 
 def print_summary(s: dict, out: Path) -> None:

@@ -123,9 +123,20 @@ def check_decision_price(out: Path, stdout: str) -> None:
     assert 0 < low < high < 10  # routing with probability 0.9 costs more than with 0.5
 
 
+def check_train_set(out: Path, stdout: str) -> None:
+    check_train_run(out, stdout)
+    config = json.loads((out / "run" / "config.json").read_text())["config"]
+    assert config["train"]["full_warmup"] == 2 and config["train"]["kl_weight"] == 0.5
+
+
 EXAMPLES = [
     ("train_svi.py --smoke --no-progress --out {out}/run", check_train_run),
     ("train_svi.py --smoke --no-progress --prior none --out {out}/run", check_train_run),
+    (
+        "train_svi.py --smoke --no-progress --set train.full_warmup=2 train.kl_weight=0.5 "
+        "--out {out}/run",
+        check_train_set,
+    ),
     (
         "evaluate.py --smoke --policy soft hard threshold:0.5 budget:0.5 --sweep --repeats 1 "
         "--out {out}",
