@@ -44,10 +44,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="text/bytes file, synthetic:recall or synthetic:mqar (default: the preset's)",
     )
     p.add_argument("--token-shift", action="store_true", help="add the previous token's embedding")
-    p.add_argument("--prior", default=d.prior.name, choices=sorted(PRIORS))
     p.add_argument(
-        "--strength", type=float, default=d.prior.strength, help="lambda (cost pressure)"
+        "--prior",
+        default=None,
+        choices=sorted(PRIORS),
+        help=f"default: the preset's ({d.prior.name})",
     )
+    p.add_argument("--strength", type=float, default=None, help="lambda (default: the preset's)")
     p.add_argument("--kappa", type=float, default=None, help="total concentration (prior default)")
     p.add_argument("--elbo", default=d.train.elbo, choices=sorted(ELBOS))
     p.add_argument("--steps", type=int, default=None, help=f"SVI steps (default {d.train.steps})")
@@ -98,8 +101,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         guide["init"] = a.guide_init
     if a.guide_floor is not None:
         guide["floor"] = a.guide_floor
+    prior = {"name": a.prior, "strength": a.strength, "concentration": a.kappa}
     config = base.override(
-        prior={"name": a.prior, "strength": a.strength, "concentration": a.kappa},
+        prior={k: v for k, v in prior.items() if v is not None},
         data={} if a.data is None else {"path": a.data},
         model={"token_shift": True} if a.token_shift else {},
         train=train,

@@ -157,7 +157,24 @@ def mqar_config(**sections: dict[str, Any]) -> RunConfig:
     return base.override(**sections)
 
 
-PRESETS = {"default": RunConfig, "mqar": mqar_config}  # name -> config factory
+def mqar_routing_config(**sections: dict[str, Any]) -> RunConfig:
+    """The MQAR preset with the routing recipe that learns per-token routing at KL weight 1
+    (docs/results.md, `mqar-hard-st-lambda05.md`): the network first trains 1,000 steps on
+    all-full attention, then every sampled alpha is routed hard (straight-through), under a
+    compute-dirichlet prior with lambda = 0.5 (a routing decision's KL price is about half of
+    lambda = 2's: `experiments/decision_price.py`)."""
+    recipe = mqar_config(
+        prior={"strength": 0.5},
+        train={"full_warmup": 1000, "harden_final": 1.0, "harden_start": 1000, "harden_end": 1000},
+    )
+    return recipe.override(**sections)
+
+
+PRESETS = {  # name -> config factory
+    "default": RunConfig,
+    "mqar": mqar_config,
+    "mqar-routing": mqar_routing_config,
+}
 
 
 def smoke_config(**sections: dict[str, Any]) -> RunConfig:
