@@ -54,7 +54,13 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.run_dir import versions, write_json, write_text
+from pyro_meta_attention.training.run_dir import (
+    CONFIG_FILE,
+    check_writable,
+    versions,
+    write_json,
+    write_text,
+)
 from pyro_meta_attention.training.svi import fit
 
 FULL = MECHANISMS.index("full")
@@ -97,7 +103,7 @@ def finished(out: Path, config: RunConfig) -> dict[str, Any] | None:
     """The scores of a finished run in `out` trained from `config`, else None."""
     try:
         row = json.loads((out / RUN_FILE).read_text())
-        trained = json.loads((out / "config.json").read_text())["config"]
+        trained = json.loads((out / CONFIG_FILE).read_text())["config"]
     except (OSError, ValueError, KeyError):
         return None
     return row if trained == config.to_dict() else None
@@ -244,20 +250,18 @@ def pareto(rows: list[dict[str, Any]], labels: list[str], path: Path, title: str
 
 def train_all(args: list[tuple], jobs: int, progress: bool) -> list[dict[str, Any]]:
     """run_one over every (label, config, out, samples), `jobs` at a time; rows in input order."""
-    bar = tqdm(total=len(args), desc="mqar runs", disable=not progress)
-    if jobs == 1:
-        rows = []
-        for arg in args:
-            rows.append(_one_thread_run(*arg))
-            bar.update()
-        return rows
-    with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_one_thread_run, *arg): i for i, arg in enumerate(args)}
-        rows: list[dict[str, Any]] = [{} for _ in args]
-        for future in as_completed(futures):
-            rows[futures[future]] = future.result()
-            bar.update()
-    bar.close()
+    rows: list[dict[str, Any]] = [{} for _ in args]
+    with tqdm(total=len(args), desc="mqar runs", disable=not progress) as bar:
+        if jobs == 1:
+            for i, arg in enumerate(args):
+                rows[i] = _one_thread_run(*arg)
+                bar.update()
+            return rows
+        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_one_thread_run, *arg): i for i, arg in enumerate(args)}
+            for future in as_completed(futures):
+                rows[futures[future]] = future.result()
+                bar.update()
     return rows
 
 
@@ -326,11 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         at_least(getattr(a, flag), 1, f"--{flag}")
     if not a.tag.replace("-", "").replace("_", "").isalnum():
         raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
-    results = Path(a.results or (a.out if a.smoke else "experiments/results"))
-    try:
-        results.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--results {results}: cannot create it ({e.strerror})") from None
+    results = check_writable(
+        a.results or (a.out if a.smoke else "experiments/results"), "--results"
+    )
+    results.mkdir(parents=True, exist_ok=True)
     command = "python experiments/mqar_study.py " + shlex.join(raw)
     if a.combine:
         rows, records = combine(a.combine, results)

@@ -89,3 +89,26 @@ def corpus_file(tmp_path) -> Callable[[bytes | None], Path]:
         return path
 
     return make
+
+
+def _keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.fixture
+def stop_fit_at(monkeypatch) -> Callable[..., None]:
+    """stop_fit_at(step, stop=Ctrl-C): the SVI loop calls `stop()` at the top of that step
+    (through `hardening_tau`, which the loop calls once per step); `monkeypatch.undo()` ends it."""
+    import pyro_meta_attention.training.svi as svi
+
+    real = svi.hardening_tau
+
+    def arm(step: int, stop: Callable[[], None] = _keyboard_interrupt) -> None:
+        def hook(s, *args):
+            if s == step:
+                stop()
+            return real(s, *args)
+
+        monkeypatch.setattr(svi, "hardening_tau", hook)
+
+    return arm

@@ -163,7 +163,9 @@ def test_cpu_plan_skips_priors_below_the_floor():
     assert markdown.count("skipped:") == len(skipped)
 
 
-def test_an_unfinished_checkpoint_is_resumed_and_gives_the_same_numbers(tmp_path, monkeypatch):
+def test_an_unfinished_checkpoint_is_resumed_and_gives_the_same_numbers(
+    tmp_path, monkeypatch, stop_fit_at
+):
     import shutil
 
     import pyro
@@ -175,14 +177,7 @@ def test_an_unfinished_checkpoint_is_resumed_and_gives_the_same_numbers(tmp_path
     config = budget.config(MODELS["compute-dirichlet"], seed=0, data=None)
     corpus = load_corpus(None, budget.model.block_size, budget.max_bytes)
     whole = run_one(config, tmp_path / "whole", corpus=corpus, samples=2, repeats=1)
-    real = svi.hardening_tau
-
-    def interrupt_at_step_3(step, *args):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(step, *args)
-
-    monkeypatch.setattr(svi, "hardening_tau", interrupt_at_step_3)
+    stop_fit_at(3)
     with pytest.raises(KeyboardInterrupt):
         svi.fit(config, out=tmp_path / "cut", progress=False, data=corpus)
     monkeypatch.undo()

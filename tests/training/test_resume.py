@@ -17,18 +17,6 @@ from pyro_meta_attention.training.signals import TrainingInterrupted
 CONFIG = smoke_config(train={"steps": 8, "log_every": 1})
 
 
-def stop_at(monkeypatch, step: int, stop) -> None:
-    """Call `stop()` when the loop reaches `step` (at the top of that step)."""
-    real = svi.hardening_tau
-
-    def hook(s, *args):
-        if s == step:
-            stop()
-        return real(s, *args)
-
-    monkeypatch.setattr(svi, "hardening_tau", hook)
-
-
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
     """The uninterrupted run, on conftest's thread count (it runs before `fresh_pyro`)."""
@@ -37,9 +25,11 @@ def whole(tmp_path_factory):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_run_stopped_by_a_signal_resumes_bitwise(tmp_path, monkeypatch, signum, whole):
+def test_a_run_stopped_by_a_signal_resumes_bitwise(
+    tmp_path, monkeypatch, signum, whole, stop_fit_at
+):
     out = tmp_path / "cut"
-    stop_at(monkeypatch, 3, lambda: os.kill(os.getpid(), signum))
+    stop_fit_at(3, lambda: os.kill(os.getpid(), signum))
     with pytest.raises(TrainingInterrupted, match="after step 4 of 8") as stopped:
         svi.fit(CONFIG, out=out, progress=False, checkpoint_every=0)
     assert stopped.value.signum == signum
@@ -53,13 +43,12 @@ def test_a_run_stopped_by_a_signal_resumes_bitwise(tmp_path, monkeypatch, signum
         svi.resume(out, progress=False)
 
 
-def test_keyboard_interrupt_mid_step_keeps_a_resumable_checkpoint(tmp_path, monkeypatch, whole):
+def test_keyboard_interrupt_mid_step_keeps_a_resumable_checkpoint(
+    tmp_path, monkeypatch, whole, stop_fit_at
+):
     out = tmp_path / "cut"
 
-    def interrupt():
-        raise KeyboardInterrupt
-
-    stop_at(monkeypatch, 5, interrupt)
+    stop_fit_at(5)
     with pytest.raises(KeyboardInterrupt):
         svi.fit(CONFIG, out=out, progress=False)
     assert read_checkpoint(out / "checkpoint.pt").step == 5
@@ -67,9 +56,9 @@ def test_keyboard_interrupt_mid_step_keeps_a_resumable_checkpoint(tmp_path, monk
     assert svi.resume(out, progress=False).history == whole.history
 
 
-def test_periodic_checkpoints_are_written_and_a_kill_keeps_the_last(tmp_path, monkeypatch):
+def test_periodic_checkpoints_are_written_and_a_kill_keeps_the_last(tmp_path, stop_fit_at):
     out = tmp_path / "run"
-    stop_at(monkeypatch, 7, lambda: (_ for _ in ()).throw(SystemExit(9)))  # a hard kill
+    stop_fit_at(7, lambda: (_ for _ in ()).throw(SystemExit(9)))  # a hard kill
     with pytest.raises(SystemExit):
         svi.fit(CONFIG, out=out, progress=False, checkpoint_every=3)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -77,8 +66,8 @@ def test_periodic_checkpoints_are_written_and_a_kill_keeps_the_last(tmp_path, mo
     assert not list(out.glob(".*tmp"))  # no temporary file is left
 
 
-def test_a_run_failing_before_its_first_step_leaves_no_run_files(tmp_path, monkeypatch):
-    stop_at(monkeypatch, 0, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
+def test_a_run_failing_before_its_first_step_leaves_no_run_files(tmp_path, stop_fit_at):
+    stop_fit_at(0, lambda: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
         svi.fit(CONFIG, out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
@@ -95,10 +84,10 @@ def test_a_folder_holding_a_run_is_refused_unless_overwritten(tmp_path):
     assert [r["step"] for r in load_history(out)] == [0, 1, 2]  # none of the old run's rows
 
 
-def test_resuming_on_changed_data_is_refused(tmp_path, monkeypatch, corpus_file):
+def test_resuming_on_changed_data_is_refused(tmp_path, stop_fit_at, corpus_file):
     corpus = corpus_file(bytes(range(256)) * 40)
     config = CONFIG.override(data={"path": str(corpus)})
-    stop_at(monkeypatch, 2, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    stop_fit_at(2, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(TrainingInterrupted):
         svi.fit(config, out=tmp_path / "run", progress=False)
     corpus.write_bytes(bytes(range(255, -1, -1)) * 40)

@@ -43,17 +43,8 @@ def test_checkpoint_round_trip(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
 
 
-def test_interrupted_fit_keeps_a_checkpoint(tmp_path, monkeypatch):
-    import pyro_meta_attention.training.svi as svi
-
-    real = svi.hardening_tau
-
-    def interrupt_at_step_3(step, *args):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real(step, *args)
-
-    monkeypatch.setattr(svi, "hardening_tau", interrupt_at_step_3)
+def test_interrupted_fit_keeps_a_checkpoint(tmp_path, stop_fit_at):
+    stop_fit_at(3)
     with pytest.raises(KeyboardInterrupt):
         fit(smoke_config(), out=tmp_path, progress=False)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
