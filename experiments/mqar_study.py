@@ -27,26 +27,22 @@ models of a study; a model taken from two studies is labelled `model (tag)`):
 from __future__ import annotations
 
 import json
-import multiprocessing
 import platform
 import shlex
 import statistics
 import sys
 import time
-from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from common import ArgumentParser, UsageError, at_least, main_guard, parse_set
-from tqdm.auto import tqdm
+from common import ArgumentParser, UsageError, at_least, main_guard
+from studies import combine, configs_for, finished, fmt, pareto, train_all
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
 from pyro_meta_attention.analysis.uncertainty import posterior_samples, routing_uncertainty
-from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.bayes.sites import routing_site
 from pyro_meta_attention.config import MQAR_TASK, RunConfig, mqar_config, smoke_config
 from pyro_meta_attention.data.mqar import CLASS_NAMES, QUERY
@@ -54,43 +50,11 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.run_dir import (
-    CONFIG_FILE,
-    check_writable,
-    versions,
-    write_json,
-    write_text,
-)
+from pyro_meta_attention.training.run_dir import check_writable, versions, write_json, write_text
 from pyro_meta_attention.training.svi import fit
 
 FULL = MECHANISMS.index("full")
 RUN_FILE = "mqar_run.json"  # one run's scores, written beside its checkpoint
-
-
-def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
-    """'cost-penalised@0.5' -> ('cost-penalised', {'strength': 0.5}); a plain prior name."""
-    name, _, strength = spec.partition("@")
-    if name not in PRIORS:
-        raise UsageError(f"--models: unknown prior {name!r}; choose from {sorted(PRIORS)}")
-    if not strength:
-        return name, {}
-    try:
-        return name, {"strength": float(strength)}
-    except ValueError:
-        raise UsageError(f"--models {spec}: {strength!r} is not a number") from None
-
-
-def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(label, config) for every model x seed; --set applies to the non-fixed models."""
-    changes = parse_set(a.set, base)
-    runs = []
-    for spec in a.models:
-        name, prior = parse_model(spec)
-        fixed = name.startswith("fixed-")
-        for seed in range(a.seeds):
-            config = base.override(prior={"name": name, **prior}, train={"seed": seed})
-            runs.append((spec, config if fixed else config.override(**changes)))
-    return runs
 
 
 def class_layer_shares(alpha_bar: torch.Tensor, classes: torch.Tensor) -> list[dict[str, Any]]:
@@ -99,19 +63,9 @@ def class_layer_shares(alpha_bar: torch.Tensor, classes: torch.Tensor) -> list[d
     return [class_shares(alpha_bar[:, :, l : l + 1], classes, CLASS_NAMES) for l in range(L)]
 
 
-def finished(out: Path, config: RunConfig) -> dict[str, Any] | None:
-    """The scores of a finished run in `out` trained from `config`, else None."""
-    try:
-        row = json.loads((out / RUN_FILE).read_text())
-        trained = json.loads((out / CONFIG_FILE).read_text())["config"]
-    except (OSError, ValueError, KeyError):
-        return None
-    return row if trained == config.to_dict() else None
-
-
 def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
     """Train one (model, seed) and score it on the held-out sequences (or reuse a finished run)."""
-    done = finished(out, config)
+    done = finished(out, config, RUN_FILE)
     if done is not None:
         return {**done, "label": label, "reused": True}
     (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
@@ -161,22 +115,6 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
     return row
 
 
-def _one_thread_run(*args) -> dict[str, Any]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two processes with two threads each ran ~20x slower here
-    try:
-        return run_one(*args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fmt(values: list[float | None]) -> str:
-    v = [x for x in values if x is not None]
-    if not v:
-        return "—"
-    return f"{statistics.fmean(v):.3f}" + (f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
-
-
 def table(rows: list[dict[str, Any]], labels: list[str], chance: float) -> list[str]:
     keys = {
         "accuracy_hard": "hard accuracy",
@@ -192,7 +130,7 @@ def table(rows: list[dict[str, Any]], labels: list[str], chance: float) -> list[
     ]
     for label in labels:
         group = [r for r in rows if r["label"] == label]
-        cells = [_fmt([r[k] for r in group]) for k in keys]
+        cells = [fmt([r[k] for r in group]) for k in keys]
         seeds = ", ".join(f"{r['accuracy_hard']:.3f}" for r in group)
         lines.append(f"| `{label}` | {len(group)} | " + " | ".join(cells) + f" | {seeds} |")
     lines += ["", f"Chance accuracy: 1 / value_vocab = {chance:.4f}.", ""]
@@ -212,84 +150,6 @@ def table(rows: list[dict[str, Any]], labels: list[str], chance: float) -> list[
             )
             lines.append(f"| `{label}` | {layer} | " + " | ".join(cells) + f" | {epi} |")
     return lines
-
-
-def pareto(rows: list[dict[str, Any]], labels: list[str], path: Path, title: str) -> None:
-    """Counted hard cost vs hard query accuracy, one point per model (mean ± sd over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label in labels:
-        group = [r for r in rows if r["label"] == label]
-        xs = [r["counted_hard_cost"] for r in group]
-        ys = [r["accuracy_hard"] for r in group]
-        sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
-        ax.errorbar(
-            statistics.fmean(xs),
-            statistics.fmean(ys),
-            xerr=sd(xs),
-            yerr=sd(ys),
-            fmt="o",
-            capsize=3,
-            label=label,
-        )
-        ax.scatter(xs, ys, s=8, alpha=0.4)
-    ax.set_xlabel("counted hard cost (executed attention FLOPs / all-full)")
-    ax.set_ylabel("held-out query accuracy, hard routing")
-    ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def train_all(args: list[tuple], jobs: int, progress: bool) -> list[dict[str, Any]]:
-    """run_one over every (label, config, out, samples), `jobs` at a time; rows in input order."""
-    rows: list[dict[str, Any]] = [{} for _ in args]
-    with tqdm(total=len(args), desc="mqar runs", disable=not progress) as bar:
-        if jobs == 1:
-            for i, arg in enumerate(args):
-                rows[i] = _one_thread_run(*arg)
-                bar.update()
-            return rows
-        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_one_thread_run, *arg): i for i, arg in enumerate(args)}
-            for future in as_completed(futures):
-                rows[futures[future]] = future.result()
-                bar.update()
-    return rows
-
-
-def combine(specs: list[str], results: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of earlier studies (RESULTS/mqar-<tag>.json) with labels made unique, and records.
-
-    A spec is a tag, or `tag:label,label` to take only those models of that study.
-    """
-    records, wanted = {}, {}
-    for spec in specs:
-        tag, _, labels = spec.partition(":")
-        path = results / f"mqar-{tag}.json"
-        try:
-            records[tag] = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--combine {spec}: cannot read {path} ({type(e).__name__})") from None
-        held = {r["label"] for r in records[tag]["runs"]}
-        wanted[tag] = set(labels.split(",")) if labels else held
-        if wanted[tag] - held:
-            raise UsageError(f"--combine {spec}: {tag} holds only {sorted(held)}")
-    picked = {t: [r for r in rec["runs"] if r["label"] in wanted[t]] for t, rec in records.items()}
-    studies = Counter(label for t in picked for label in wanted[t])
-    rows = [
-        {**row, "label": row["label"] if studies[row["label"]] == 1 else f"{row['label']} ({tag})"}
-        for tag, runs in picked.items()
-        for row in runs
-    ]
-    return rows, records
 
 
 def header(base: RunConfig, task, title: str, details: list[str], commands: list[str]) -> list[str]:
@@ -336,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     command = "python experiments/mqar_study.py " + shlex.join(raw)
     if a.combine:
-        rows, records = combine(a.combine, results)
+        rows, records = combine(a.combine, results, "mqar")
         base = RunConfig.from_dict(next(iter(records.values()))["config"])
         title = f"{', '.join(a.combine)} combined ({a.tag})"
         details = [f"- from `mqar-{t}.md`: {r['command']}" for t, r in records.items()]
@@ -351,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(a.out) / a.tag
         args = [(label, c, root / label / f"seed{c.train.seed}", a.samples) for label, c in runs]
         t0 = time.perf_counter()
-        rows = train_all(args, a.jobs, progress=not a.no_progress)
+        rows = train_all(run_one, args, a.jobs, not a.no_progress, "mqar runs")
         reused = sum(bool(r.get("reused")) for r in rows)
         title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
         details = [
@@ -368,7 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     write_text(results / f"mqar-{a.tag}.md", "\n".join(lines) + "\n")
     record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
     write_json(results / f"mqar-{a.tag}.json", record)
-    pareto(rows, labels, results / f"mqar-{a.tag}-pareto.png", f"MQAR ({a.tag}): cost vs accuracy")
+    y_label = "held-out query accuracy, hard routing"
+    title = f"MQAR ({a.tag}): cost vs accuracy"
+    pareto(
+        rows,
+        labels,
+        results / f"mqar-{a.tag}-pareto.png",
+        title,
+        "accuracy_hard",
+        y_label,
+        (-0.03, 1.03),
+    )
     print("\n".join(lines))
     return 0
 

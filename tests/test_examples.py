@@ -115,6 +115,21 @@ def check_mqar_study(out: Path, stdout: str) -> None:
     assert (out / "mqar-smoke-pareto.png").stat().st_size > 10_000
 
 
+def check_text_study(out: Path, stdout: str) -> None:
+    record = json.loads((out / "text-smoke.json").read_text())
+    runs = record["runs"]
+    assert [(r["label"], r["seed"]) for r in runs] == [("fixed-local", 0), ("compute-dirichlet", 0)]
+    local, bayes = runs
+    assert local["kl"] is None and local["counted_hard_cost"] < 1.0
+    assert bayes["kl"] >= 0 and bayes["model"] == "compute-dirichlet"
+    for run in runs:
+        assert run["nats_hard"] > 0 and run["tokens"] > 0 and len(run["layer_share"]) == 2
+        assert abs(sum(run["layer_share"][0]) - 1) < 1e-9
+    assert record["config"]["train"]["full_warmup"] == 0  # --set touches non-fixed models only
+    assert runs[1]["run_dir"].endswith("seed0") and "hard bits/byte" in stdout
+    assert (out / "text-smoke-pareto.png").stat().st_size > 10_000
+
+
 def check_decision_price(out: Path, stdout: str) -> None:
     assert "ln 128 = 4.85 nats" in stdout
     (row,) = json.loads((out / "price.json").read_text())["rows"]
@@ -147,6 +162,11 @@ EXAMPLES = [
         "mqar_study.py --smoke --tag smoke --seeds 1 --models fixed-local cost-penalised@0.5 "
         "--set train.full_warmup=2 --out {out}",
         check_mqar_study,
+    ),
+    (
+        "text_study.py --smoke --tag smoke --seeds 1 --models fixed-local compute-dirichlet "
+        "--set train.full_warmup=2 --out {out}",
+        check_text_study,
     ),
     ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
     (

@@ -4,7 +4,8 @@ import json
 
 import pytest
 from common import UsageError
-from mqar_study import RUN_FILE, combine, finished, main
+from mqar_study import RUN_FILE, main
+from studies import combine, finished
 
 SMOKE = ["--smoke", "--no-progress", "--seeds", "1"]
 
@@ -25,8 +26,10 @@ def test_a_finished_run_is_reused_and_a_changed_config_retrains(tmp_path):
     (run_dir / "config.json").write_text(json.dumps({"config": config}))
     from pyro_meta_attention.config import RunConfig
 
-    assert finished(run_dir, RunConfig.from_dict(config)) is not None
-    assert finished(run_dir, RunConfig.from_dict(config).override(train={"seed": 1})) is None
+    assert finished(run_dir, RunConfig.from_dict(config), RUN_FILE) is not None
+    assert (
+        finished(run_dir, RunConfig.from_dict(config).override(train={"seed": 1}), RUN_FILE) is None
+    )
     (retrained,) = study(tmp_path, "a", "fixed-local")
     assert "reused" not in retrained
 
@@ -34,15 +37,17 @@ def test_a_finished_run_is_reused_and_a_changed_config_retrains(tmp_path):
 def test_combine_labels_a_model_by_its_study_when_two_studies_hold_it(tmp_path):
     study(tmp_path, "a", "fixed-local")
     study(tmp_path, "b", "fixed-local", "none")
-    rows, records = combine(["a", "b"], tmp_path)
+    rows, records = combine(["a", "b"], tmp_path, "mqar")
     assert [r["label"] for r in rows] == ["fixed-local (a)", "fixed-local (b)", "none"]
     assert set(records) == {"a", "b"}
     assert main(["--tag", "ab", "--combine", "a", "b", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "mqar-ab.md").read_text()
     assert "`fixed-local (a)`" in text and "--tag a " in text and "--tag b " in text
-    rows, _ = combine(["a", "b:none"], tmp_path)  # only b's `none`: fixed-local is a's alone
+    rows, _ = combine(
+        ["a", "b:none"], tmp_path, "mqar"
+    )  # only b's `none`: fixed-local is a's alone
     assert [r["label"] for r in rows] == ["fixed-local", "none"]
     with pytest.raises(UsageError, match="--combine c"):
-        combine(["c"], tmp_path)
+        combine(["c"], tmp_path, "mqar")
     with pytest.raises(UsageError, match="holds only"):
-        combine(["b:fixed-full"], tmp_path)
+        combine(["b:fixed-full"], tmp_path, "mqar")

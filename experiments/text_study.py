@@ -1,0 +1,241 @@
+"""Routing models on natural text, side by side: held-out nats soft and hard, counted cost,
+routing per layer, KL and uncertainty — is the Bayesian hard model on the cost–loss front?
+
+    python experiments/text_study.py --tag gate --models fixed-full fixed-local --jobs 2
+    python experiments/text_study.py --tag recipe --models compute-dirichlet@0.5 \\
+        --set train.full_warmup=750 train.harden_final=1.0 train.harden_start=750 \\
+        train.harden_end=750 --jobs 2
+    python experiments/text_study.py --smoke --tag smoke --out /tmp/text   # tiny, for tests
+
+Every model trains the `text512` preset (T = 512, w = 32; `config.text_config`) on --data
+(default ../shared/data/tinyshakespeare.txt) with SVI, one thread per run, into
+OUT/<tag>/<model>/seed<k>/, and is scored on the held-out windows (the corpus's last 10%):
+nats per token and bits per byte (nats / ln 2: one token is one byte) under soft routing
+(posterior mean mixture) and hard routing (each token runs only its argmax mechanism), counted
+hard cost (executed attention FLOPs over all-full), argmax routing shares per layer, KL, the
+mean epistemic uncertainty and the `routing_learned` verdict. Models, `--set`, run reuse and
+`--combine` work as in `mqar_study.py` (`studies.py`).
+
+Writes RESULTS/text-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from common import ArgumentParser, UsageError, at_least, main_guard
+from studies import combine, configs_for, finished, fmt, pareto, train_all
+
+from pyro_meta_attention.analysis.evaluation import evaluate_policy
+from pyro_meta_attention.analysis.routing_stats import routing_learned, routing_stats
+from pyro_meta_attention.analysis.simplex import argmax_share
+from pyro_meta_attention.analysis.uncertainty import posterior_samples, routing_uncertainty
+from pyro_meta_attention.bayes.sites import routing_site
+from pyro_meta_attention.config import RunConfig, smoke_config, text_config
+from pyro_meta_attention.data.sources import data_for, held_out_batches
+from pyro_meta_attention.mechanisms import MECHANISMS
+from pyro_meta_attention.mechanisms.cost import cost_model_for
+from pyro_meta_attention.policies import Policy
+from pyro_meta_attention.training.run_dir import check_writable, versions, write_json, write_text
+from pyro_meta_attention.training.svi import fit
+
+RUN_FILE = "text_run.json"  # one run's scores, written beside its checkpoint
+DEFAULT_DATA = "../shared/data/tinyshakespeare.txt"
+
+
+def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
+    """Train one (model, seed) and score it on the held-out windows (or reuse a finished run)."""
+    done = finished(out, config, RUN_FILE)
+    if done is not None:
+        return {**done, "label": label, "reused": True}
+    (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
+    t0 = time.perf_counter()
+    result = fit(config, out=out, progress=False, existing="resume")  # an interrupted run goes on
+    train_s = time.perf_counter() - t0
+    model, guide = result.model.eval(), result.guide.eval()
+    batches = held_out_batches(result.data, config)
+    cost = cost_model_for(config.model)
+    rows = {
+        name: evaluate_policy(model, guide, batches, Policy(name), cost, 1)
+        for name in ("soft", "hard")
+    }
+    x = torch.cat([b.x for b in batches])  # [N, T]
+    with torch.no_grad():
+        stats = routing_stats(guide, x)
+        alpha_bar = guide.posterior_mean(x)  # [N, T, L, M]
+    learned, verdict = routing_learned(stats, model.prior)
+    pyro.set_rng_seed(config.train.seed)
+    u = routing_uncertainty(posterior_samples(model, guide, x, samples))
+    L = alpha_bar.shape[2]
+    row = {
+        "label": label,
+        "model": config.prior.name,
+        "strength": config.prior.strength,
+        "seed": config.train.seed,
+        "steps": config.train.steps,
+        "nats_soft": rows["soft"]["val_nats_per_token"],
+        "nats_hard": rows["hard"]["val_nats_per_token"],
+        "counted_hard_cost": rows["hard"]["counted_cost"],
+        "wall_ratio_hard": rows["hard"]["wall_ratio"],
+        "layer_share": [argmax_share(alpha_bar[:, :, l].cpu()).tolist() for l in range(L)],
+        "kl": stats["kl"],
+        "epistemic": [float(u[routing_site(l)]["epistemic"].mean()) for l in range(L)],
+        "routing_learned": learned,
+        "verdict": verdict,
+        "tokens": rows["hard"]["val_tokens"],
+        "train_s": train_s,
+        "run_dir": str(out),
+    }
+    write_json(out / RUN_FILE, row)
+    return row
+
+
+def table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    keys = {
+        "nats_hard": "hard nats/token",
+        "bpb_hard": "hard bits/byte",
+        "nats_soft": "soft nats/token",
+        "counted_hard_cost": "counted hard cost",
+        "kl": "KL nats/token",
+    }
+    lines = [
+        "| model | seeds | " + " | ".join(keys.values()) + " | learned | hard nats per seed |",
+        "|---" * (len(keys) + 4) + "|",
+    ]
+    for label in labels:
+        group = [
+            r | {"bpb_hard": r["nats_hard"] / math.log(2)} for r in rows if r["label"] == label
+        ]
+        cells = [fmt([r[k] for r in group]) for k in keys]
+        learned = f"{sum(r['routing_learned'] for r in group)}/{len(group)}"
+        seeds = ", ".join(f"{r['nats_hard']:.3f}" for r in group)
+        lines.append(
+            f"| `{label}` | {len(group)} | " + " | ".join(cells) + f" | {learned} | {seeds} |"
+        )
+    lines += [
+        "",
+        "Argmax share per layer (%, full / linear / local; mean over seeds) and mean epistemic",
+        "",
+    ]
+    lines += ["| model | layer | argmax share | epistemic |", "|---|---|---|---|"]
+    for label in labels:
+        group = [r for r in rows if r["label"] == label]
+        for layer in range(len(group[0]["layer_share"])):
+            share = [
+                statistics.fmean(r["layer_share"][layer][m] for r in group)
+                for m in range(len(MECHANISMS))
+            ]
+            epi = max(0.0, statistics.fmean(r["epistemic"][layer] for r in group))  # MI >= 0
+            lines.append(
+                f"| `{label}` | {layer} | "
+                + " / ".join(f"{100 * v:.0f}" for v in share)
+                + f" | {epi:.3f} |"
+            )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    p = ArgumentParser(__doc__)
+    p.add_argument("--tag", required=True, help="names the output files text-<tag>.*")
+    p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
+    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
+    p.add_argument(
+        "--data", default=None, help=f"text file (default {DEFAULT_DATA}; smoke: built-in)"
+    )
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
+    p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
+    p.add_argument("--out", default="runs/text", help="run folders go to OUT/<tag>/")
+    p.add_argument("--results", default=None, help="table folder (default experiments/results)")
+    p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
+    p.add_flags("smoke", "progress")
+    a = p.parse_args(argv)
+    for flag in ("seeds", "steps", "jobs", "samples"):
+        at_least(getattr(a, flag), 1, f"--{flag}")
+    if not a.tag.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
+    results = check_writable(
+        a.results or (a.out if a.smoke else "experiments/results"), "--results"
+    )
+    results.mkdir(parents=True, exist_ok=True)
+    command = "python experiments/text_study.py " + shlex.join(raw)
+    if a.combine:
+        rows, records = combine(a.combine, results, "text")
+        base = RunConfig.from_dict(next(iter(records.values()))["config"])
+        title = f"{', '.join(a.combine)} combined ({a.tag})"
+        details = [f"- from `text-{t}.md`: {r['command']}" for t, r in records.items()]
+        commands = [r["command"] for r in records.values()] + [command]
+    else:
+        data = a.data if a.data is not None else (None if a.smoke else DEFAULT_DATA)
+        if data is not None and not Path(data).is_file():
+            raise UsageError(f"--data {data}: no such file")
+        base = smoke_config() if a.smoke else text_config()
+        base = base.override(data={"path": data})
+        if a.steps:
+            base = base.override(train={"steps": a.steps})
+        root = Path(a.out) / a.tag
+        args = [
+            (label, c, root / label / f"seed{c.train.seed}", a.samples)
+            for label, c in configs_for(a, base)
+        ]
+        t0 = time.perf_counter()
+        rows = train_all(run_one, args, a.jobs, not a.no_progress, "text runs")
+        reused = sum(bool(r.get("reused")) for r in rows)
+        title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
+        details = [
+            f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
+            f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
+            f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
+            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
+            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
+        ]
+        commands = [command]
+    corpus = data_for(base)
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    lines = [
+        f"# Text: {title}",
+        "",
+        f"- preset: `text512` — {json.dumps(base.model.__dict__)}",
+        f"- corpus: {base.data.path or 'built-in'} (sha256 {corpus.record().get('sha256', '?')[:12]}…), "
+        f"held-out: {base.train.val_batches} × {base.train.batch_size} windows of the last "
+        f"{100 * base.data.val_fraction:.0f}%",
+        *details,
+        "",
+        "Regenerate:",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        *table(rows, labels),
+    ]
+    write_text(results / f"text-{a.tag}.md", "\n".join(lines) + "\n")
+    record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
+    write_json(results / f"text-{a.tag}.json", record)
+    title = f"tinyshakespeare ({a.tag}): cost vs held-out nats"
+    pareto(
+        rows,
+        labels,
+        results / f"text-{a.tag}-pareto.png",
+        title,
+        "nats_hard",
+        "held-out nats/token, hard routing",
+    )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_guard(main))
