@@ -140,7 +140,6 @@ class RunConfig:
         return replace(self, **{k: replace(getattr(self, k), **v) for k, v in sections.items()})
 
 
-TEXT_STEPS = 1000  # SVI steps of the text512 preset
 MQAR_TASK = "synthetic:mqar"  # DataConfig.path of the built-in MQAR task (data/mqar.py)
 
 
@@ -173,11 +172,12 @@ def mqar_routing_config(**sections: dict[str, Any]) -> RunConfig:
 
 def text_config(**sections: dict[str, Any]) -> RunConfig:
     """The natural-text preset for routing studies: T = 512, local window w = 32 (a sixteenth of
-    the context), the default network, batch 8 (see docs/results.md for its sizing). Its data
-    is the built-in corpus unless a file is named (`text_study.py` uses tinyshakespeare)."""
+    the context), the default network with a token shift, batch 8, 1,000 steps (sized in
+    docs/results.md). Its data is the built-in corpus unless a file is named (`text_study.py`
+    uses tinyshakespeare)."""
     base = RunConfig(
-        model=ModelConfig(block_size=512, window=32, chunk=32),
-        train=TrainConfig(steps=TEXT_STEPS, batch_size=8, log_every=100),
+        model=ModelConfig(block_size=512, window=32, chunk=32, token_shift=True),
+        train=TrainConfig(steps=1000, batch_size=8, log_every=100),
     )
     return base.override(**sections)
 

@@ -18,3 +18,11 @@ def test_flags_and_set_override_the_preset():
     )
     assert config.prior.strength == 2.0 and config.train.kl_weight == 0.5
     assert config_from_args(parse_args([])) == PRESETS["default"]()
+
+
+def test_the_text_preset_is_long_context_with_a_narrow_window(tmp_path):
+    corpus = tmp_path / "c.txt"
+    config = config_from_args(parse_args(["--preset", "text512", "--data", str(corpus)]))
+    assert config.data.path == str(corpus) and config.model.token_shift
+    assert (config.model.block_size, config.model.window) == (512, 32)
+    assert config.override(data={"path": None}) == PRESETS["text512"]()
