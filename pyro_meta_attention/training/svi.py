@@ -19,7 +19,8 @@ Nothing lives in Pyro's global param store (`module_local_params`), and it is cl
 start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
 weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
 network first learns with every token on full attention (MQAR's chicken-and-egg: a network that
-has not learned recall gives the router no reason to pick full), then the routing acts.
+has not learned recall gives the router no reason to pick full), then the routing acts; a fixed
+prior (a reference model) is never warmed up, so a preset's schedule cannot change what it is.
 """
 
 from __future__ import annotations
@@ -313,7 +314,8 @@ def _svi_step(
         group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
-    route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full
+    warm = step < tc.full_warmup and r.model.prior.fixed_weights() is None
+    route = FULL if warm else None  # warm-up: a routed model's network runs all-full
     x = batch.x
     t0 = time.perf_counter()
     loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask, route=route)

@@ -70,3 +70,14 @@ def test_warmup_nats_leave_out_the_penalty_that_the_loss_does_not_hold():
     for row in rows:
         assert row["penalty"] > 0  # the router's would-be penalty is still reported
         assert row["nats_per_token"] == pytest.approx(row["loss"])
+
+
+def test_a_fixed_prior_is_never_warmed_up_on_full_attention():
+    short = {"steps": 3, "log_every": 1, "val_batches": 1}
+    config = smoke_config(prior={"name": "fixed-local"}, train=short)
+    plain = fit(config, progress=False).history
+    warmed = fit(config.override(train={"full_warmup": 3}), progress=False).history
+    assert [r["loss"] for r in warmed] == [r["loss"] for r in plain]  # the same local model
+    routed = smoke_config(train=short)  # a routed model is warmed up: other losses
+    warm = fit(routed.override(train={"full_warmup": 3}), progress=False).history
+    assert [r["loss"] for r in warm] != [r["loss"] for r in fit(routed, progress=False).history]
