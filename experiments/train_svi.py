@@ -121,6 +121,7 @@ def print_summary(s: dict, out: Path) -> None:
     )
     print(f"\n== summary ({s['prior']}, {s['steps']} steps) -> {out}")
     print(f"val nats/token (soft)   {fmt(s['val_nats_per_token'])}")
+    print(f"val bits/byte (soft)    {fmt(s['val_bits_per_byte'])}")
     print(f"val accuracy (soft)     {s['val_accuracy']:.4f}")
     print(f"routing share (argmax)  {shares}")
     print(f"routing entropy         {s['routing_entropy']:.3f} (normalised)")

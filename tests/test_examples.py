@@ -5,6 +5,7 @@ Each row may name a check of what the run wrote; "{out}" in a command is a fresh
 """
 
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -32,6 +33,9 @@ def check_train_run(out: Path, stdout: str) -> None:
     summary = json.loads((out / "run" / "summary.json").read_text())
     keys = {"val_nats_per_token", "routing_share", "routing_entropy", "projected_hard_cost"}
     assert keys <= set(summary) and 0.0 < summary["projected_hard_cost"] <= 1.0
+    bpb = summary["val_nats_per_token"] / math.log(2)  # a byte-level model: one token, one byte
+    assert summary["val_bits_per_byte"] == pytest.approx(bpb, rel=1e-12)
+    assert "val bits/byte" in stdout
     state = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
     assert {"model", "guide", "optimizer", "rng", "corpus", "config", "step"} <= set(state)
     assert state["step"] == state["config"]["train"]["steps"]
@@ -43,6 +47,8 @@ def check_evaluation(out: Path, stdout: str) -> None:
     assert [r["policy"] for r in rows] == ["soft", "hard", "threshold:0.5", "budget:0.5"]
     keys = {"val_nats_per_token", "projected_cost", "counted_cost", "wall_ratio", "hard_fraction"}
     assert all(keys <= set(r) for r in rows)
+    for r in rows:
+        assert r["val_bits_per_byte"] == pytest.approx(r["val_nats_per_token"] / math.log(2))
     soft, hard = rows[0], rows[1]
     assert soft["hard_fraction"] == 0.0 and hard["hard_fraction"] == 1.0
     assert hard["counted_cost"] < soft["counted_cost"]  # hard routing executes fewer FLOPs

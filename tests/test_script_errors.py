@@ -57,6 +57,7 @@ BAD_INPUTS = [
     ("decision_price.py --samples 5", "--samples"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
+    ("phase1/run.py --rewrite " + MISSING, "not a Phase-1 record"),
 ]
 
 

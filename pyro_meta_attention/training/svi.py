@@ -36,6 +36,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.bits import bits_per_byte
 from ..analysis.evaluation import soft_val_metrics
 from ..analysis.routing_stats import routing_learned, routing_stats
 from ..bayes.guide import RoutingGuide
@@ -339,10 +340,12 @@ def _svi_step(
     penalty = 0.0 if route is not None else (stats["penalty"] or 0.0)
     routing_terms = beta * (stats["kl"] or 0.0) + penalty
     per_scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())
+    nats = (loss_value - routing_terms) * per_scored
     return {
         "step": step,
         "loss": loss_value,
-        "nats_per_token": (loss_value - routing_terms) * per_scored,
+        "nats_per_token": nats,
+        "bits_per_byte": bits_per_byte(nats),
         "beta": beta,
         "tau": tau,
         **stats,
@@ -363,10 +366,12 @@ def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
     if bad:
         learned, verdict = False, f"DIVERGED: held-out loss {val['nats']:.4g} nats/token"
     cost = cost_model_for(config.model)
+    nats = val["nats"] if math.isfinite(val["nats"]) else None
     return {
         "prior": config.prior.name,
         "steps": config.train.steps,
-        "val_nats_per_token": val["nats"] if math.isfinite(val["nats"]) else None,
+        "val_nats_per_token": nats,
+        "val_bits_per_byte": bits_per_byte(nats),
         "val_accuracy": val["accuracy"],
         "val_tokens": sum(b.y.numel() if b.mask is None else int(b.mask.sum()) for b in batches),
         **stats,
