@@ -20,6 +20,10 @@ start anyway, so a new module can never silently pick up an old run's weights. S
 weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
 network first learns with every token on full attention (MQAR's chicken-and-egg: a network that
 has not learned recall gives the router no reason to pick full), then the routing acts.
+
+With a `World` (`distributed.py`, started by torchrun) the same loop runs on every rank under
+DDP: each rank trains on its slice of the global batch, gradients are averaged, the logged loss
+is the mean over ranks, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
 from .data_identity import DataMismatch, identity, training_data
+from .distributed import World, mean_across, rank_seed, shard, wrap
 from .divergence import TrainingDiverged, Watchdog, diverged
 from .rng import rng_state, set_rng_state
 from .run_dir import (
@@ -94,10 +99,21 @@ class _Session:
     step_times: list[float] = field(default_factory=list)
     boundary: tuple[int, dict[str, Any]] | None = None  # (steps done, random states) then
     saved: int | None = None  # steps done at the last checkpoint written
+    world: World | None = None  # the DDP process group (None: one process)
 
     def batch(self) -> Batch:
+        """The step's global batch: B windows, or B per rank (every rank draws the same)."""
         tc = self.result.config.train
-        return self.result.data.train_batch(tc.batch_size, self.generator).to(tc.device)
+        size = tc.batch_size * (1 if self.world is None else self.world.size)
+        return self.result.data.train_batch(size, self.generator).to(tc.device)
+
+    def local(self, batch: Batch) -> Batch:
+        """This process's part of a global batch."""
+        return batch if self.world is None else shard(batch, self.world)
+
+    def loss_value(self, loss: torch.Tensor) -> float:
+        """The step's loss: this process's, or the mean over ranks (the global batch's)."""
+        return loss.item() if self.world is None else mean_across(loss, self.world)
 
 
 def fit(
@@ -107,18 +123,24 @@ def fit(
     data: DataSource | None = None,
     existing: str = "overwrite",
     checkpoint_every: int = CHECKPOINT_EVERY,
+    world: World | None = None,
 ) -> FitResult:
     """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json.
 
     `existing` says what to do with an `out` that holds a run: "overwrite" it, "refuse"
-    (RunDirError), or "resume" it when it holds a checkpoint of this config.
+    (RunDirError), or "resume" it when it holds a checkpoint of this config. With `world`
+    (`distributed.init_world`) this process is one rank of a DDP run; only rank 0 writes `out`.
     """
+    if world is not None:
+        if existing == "resume":
+            raise ValueError("a distributed run cannot resume a run folder")
+        out = out if world.main else None
     if out is not None and existing == "resume":
         data = data_for(config) if data is None else data
         if _resumable(Path(out), config, data):
             return resume(out, progress, data, checkpoint_every)
         existing = "overwrite"
-    session = _setup(config, out, data, existing, checkpoint_every)
+    session = _setup(config, out, data, existing, checkpoint_every, world=world)
     return _run(session, progress)
 
 
@@ -173,6 +195,7 @@ def _run(s: _Session, progress: bool) -> FitResult:
             raise
         _save(s, rng_state(s.generator), optimizer)
     r.summary = summarise(r, s.step_times)
+    r.summary["world_size"] = 1 if s.world is None else s.world.size
     if s.out is not None:
         write_json(s.out / SUMMARY_FILE, r.summary)
     return r
@@ -185,6 +208,7 @@ def _setup(
     existing: str,
     checkpoint_every: int,
     resumed: Checkpoint | None = None,
+    world: World | None = None,
 ) -> _Session:
     tc = config.train
     if checkpoint_every < 0:
@@ -197,9 +221,12 @@ def _setup(
     gen = set_seed(tc.seed)
     model, guide = build(config) if resumed is None else restore(resumed)
     model, guide = model.to(tc.device), guide.to(tc.device)
+    if world is not None and world.rank > 0:  # each rank its own routing samples
+        torch.manual_seed(rank_seed(tc.seed, world.rank))
     result = FitResult(config, model, guide, data)
     out_dir = None if out is None else Path(out)
-    s = _Session(result, make_elbo(tc.elbo)(model, guide), gen, out_dir, checkpoint_every)
+    elbo = make_elbo(tc.elbo)(model, guide)
+    s = _Session(result, elbo, gen, out_dir, checkpoint_every, world=world)
     if resumed is not None:
         s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
         s.step_times = list(resumed.state.get("step_times", []))
@@ -219,6 +246,8 @@ def _start_run_dir(s: _Session) -> None:
     if s.resumed is None:
         cost = cost_model_for(r.config.model).to_dict()
         extra = {"seed": r.config.train.seed, "corpus": r.data.record(), "cost_model": cost}
+        if s.world is not None:
+            extra["distributed"] = {"world_size": s.world.size, "backend": s.world.backend}
         write_config(s.out, r.config, extra)
 
 
@@ -235,14 +264,18 @@ def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
 
 def _start(s: _Session) -> tuple[Any, Batch | None]:
     """(optimiser, first batch of a fresh run): Pyro's set-up call on a batch, the optimiser,
-    and for a resumed run its optimiser and random states."""
+    DDP around the ELBO when distributed, and for a resumed run its optimiser and random
+    states."""
     r, tc = s.result, s.result.config.train
     if s.resumed is None:
         first = s.batch()
     else:  # any batch will do: the random states are restored after this call
         first = r.data.train_batch(tc.batch_size, torch.Generator().manual_seed(0)).to(tc.device)
-    s.elbo(first.x, first.y, obs_mask=first.mask)  # lets Pyro set up before the optimiser
+    mine = s.local(first)
+    s.elbo(mine.x, mine.y, obs_mask=mine.mask)  # lets Pyro set up before the optimiser and DDP
     optimizer = make_optimizer(r.model, r.guide, r.config)
+    if s.world is not None:  # a fixed prior's guide network takes no part in the loss
+        s.elbo = wrap(s.elbo, s.world, find_unused=r.guide.prior.fixed_weights() is not None)
     if s.resumed is None:
         return optimizer, first
     optimizer.load_state_dict(s.resumed.state["optimizer"])
@@ -308,17 +341,18 @@ def _interrupted(s: _Session, optimizer) -> None:
 def _svi_step(
     s: _Session, optimizer, step: int, batch: Batch, watch: Watchdog
 ) -> dict[str, Any] | None:
-    """One gradient step on a batch; returns the metrics row when this step logs, else None."""
+    """One gradient step on a batch (this process's part of it); returns the metrics row when
+    this step logs, else None."""
     r, tc = s.result, s.result.config.train
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
     route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full
-    x = batch.x
+    x, mine = batch.x, s.local(batch)
     t0 = time.perf_counter()
-    loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask, route=route)
-    loss_value = loss.item()
+    loss = s.elbo(mine.x, mine.y, beta=beta, tau=tau, obs_mask=mine.mask, route=route)
+    loss_value = s.loss_value(loss)
     watch.check_loss(loss_value, step)  # before the update: the checkpoint stays good
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
