@@ -20,7 +20,7 @@ train: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --nbmake tests notebooks
 
 lint: install
 	$(BIN)/ruff check --fix .

@@ -73,6 +73,12 @@ def check_bench_step(out: Path, stdout: str) -> None:
     assert set(result["median_step_s"]) == {"compute-dirichlet", "none", "plain-torch"}
 
 
+def check_bench_ddp(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "ddp.json").read_text())["rows"]
+    assert [(r["processes"], r["windows_per_step"]) for r in rows] == [(1, 4), (2, 8)]
+    assert all(r["median_step_s"] > 0 for r in rows)
+
+
 def check_checkpoint_cost(out: Path, stdout: str) -> None:
     result = json.loads((out / "ck.json").read_text())
     assert set(result["median_step_s"]) == {"step", "step+checkpoint"}
@@ -159,6 +165,7 @@ EXAMPLES = [
         "bench_step.py --smoke --checkpoint-cost --steps 2 --warmup 0 --json {out}/ck.json",
         check_checkpoint_cost,
     ),
+    ("bench_ddp.py --smoke --steps 2 --json {out}/ddp.json", check_bench_ddp),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (

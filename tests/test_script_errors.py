@@ -40,6 +40,8 @@ BAD_INPUTS = [
     ("uncertainty.py --smoke --data " + MISSING, "not found"),
     ("uncertainty.py --smoke --samples 0", "--samples"),
     ("bench_step.py --smoke --steps 0", "--steps"),
+    ("bench_ddp.py --smoke --processes 0", "--processes"),
+    ("bench_ddp.py --smoke --steps 1", "--steps"),
     ("elbo_variance.py --smoke --repeats 1", "--repeats"),
     ("bench_hard_routing.py --smoke --batch 0", "--batch"),
     ("bench_hard_routing.py --smoke --mix 50/60/0", "--mix"),
