@@ -75,7 +75,8 @@ def check_bench_step(out: Path, stdout: str) -> None:
 
 def check_bench_ddp(out: Path, stdout: str) -> None:
     rows = json.loads((out / "ddp.json").read_text())["rows"]
-    assert [(r["processes"], r["windows_per_step"]) for r in rows] == [(1, 4), (2, 8)]
+    # one launch of one process (two processes: tests/test_train_svi.py and training/)
+    assert [(r["processes"], r["windows_per_step"]) for r in rows] == [(1, 4)]
     assert all(r["median_step_s"] > 0 for r in rows)
 
 
@@ -165,7 +166,7 @@ EXAMPLES = [
         "bench_step.py --smoke --checkpoint-cost --steps 2 --warmup 0 --json {out}/ck.json",
         check_checkpoint_cost,
     ),
-    ("bench_ddp.py --smoke --steps 2 --json {out}/ddp.json", check_bench_ddp),
+    ("bench_ddp.py --smoke --processes 1 --steps 2 --json {out}/ddp.json", check_bench_ddp),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (

@@ -7,7 +7,7 @@ import torch
 
 from pyro_meta_attention.config import smoke_config
 
-PRIORS = ("none", "compute-dirichlet")  # a deterministic router, then a Bayesian one
+PRIORS = ("none", "compute-dirichlet", "fixed-local")  # deterministic, Bayesian, fixed
 WORLD = 2  # processes
 BATCH = 2  # windows per rank; the single-process reference trains on WORLD x BATCH
 
