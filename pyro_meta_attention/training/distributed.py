@@ -85,8 +85,10 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed + (rank << 32)
 
 
-def shard(batch: Batch, world: World) -> Batch:
-    """This rank's rows of a global batch [size · B, T]."""
+def shard(batch: Batch, world: World | None) -> Batch:
+    """This rank's rows of a global batch [size · B, T] (without a world: all of it)."""
+    if world is None:
+        return batch
     if batch.x.shape[0] % world.size:
         raise ValueError(
             f"a global batch of {batch.x.shape[0]} rows does not split {world.size} ways"
@@ -103,8 +105,11 @@ def wrap(elbo: torch.nn.Module, world: World, find_unused: bool) -> DistributedD
     return DistributedDataParallel(elbo, device_ids=device_ids, find_unused_parameters=find_unused)
 
 
-def mean_across(value: torch.Tensor, world: World) -> float:
-    """The mean over ranks of a scalar tensor (every rank gets the same float)."""
+def mean_across(value: torch.Tensor, world: World | None) -> float:
+    """The mean over ranks of a scalar tensor, the same float on every rank (without a world:
+    the value)."""
+    if world is None:
+        return value.item()
     total = value.detach().clone().reshape(1)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return float(total) / world.size

@@ -107,14 +107,6 @@ class _Session:
         size = tc.batch_size * (1 if self.world is None else self.world.size)
         return self.result.data.train_batch(size, self.generator).to(tc.device)
 
-    def local(self, batch: Batch) -> Batch:
-        """This process's part of a global batch."""
-        return batch if self.world is None else shard(batch, self.world)
-
-    def loss_value(self, loss: torch.Tensor) -> float:
-        """The step's loss: this process's, or the mean over ranks (the global batch's)."""
-        return loss.item() if self.world is None else mean_across(loss, self.world)
-
 
 def fit(
     config: RunConfig,
@@ -271,7 +263,7 @@ def _start(s: _Session) -> tuple[Any, Batch | None]:
         first = s.batch()
     else:  # any batch will do: the random states are restored after this call
         first = r.data.train_batch(tc.batch_size, torch.Generator().manual_seed(0)).to(tc.device)
-    mine = s.local(first)
+    mine = shard(first, s.world)
     s.elbo(mine.x, mine.y, obs_mask=mine.mask)  # lets Pyro set up before the optimiser and DDP
     optimizer = make_optimizer(r.model, r.guide, r.config)
     if s.world is not None:  # a fixed prior's guide network takes no part in the loss
@@ -349,10 +341,10 @@ def _svi_step(
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
     route = FULL if step < tc.full_warmup else None  # warm-up: the network runs all-full
-    x, mine = batch.x, s.local(batch)
+    x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
     t0 = time.perf_counter()
     loss = s.elbo(mine.x, mine.y, beta=beta, tau=tau, obs_mask=mine.mask, route=route)
-    loss_value = s.loss_value(loss)
+    loss_value = mean_across(loss, s.world)  # the global batch's loss
     watch.check_loss(loss_value, step)  # before the update: the checkpoint stays good
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss

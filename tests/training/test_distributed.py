@@ -19,7 +19,7 @@ from ddp_reference import PRIORS, WORLD, config_for, recorder
 
 import pyro_meta_attention.training.svi as svi
 from pyro_meta_attention.data.batches import Batch
-from pyro_meta_attention.training.distributed import World, rank_seed, shard
+from pyro_meta_attention.training.distributed import World, mean_across, rank_seed, shard
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,3 +92,9 @@ def test_rank_seeds_differ_and_rank_0_keeps_the_seed():
     seeds = {rank_seed(s, r) for s in (0, 1, 2**32 - 1) for r in range(4)}
     assert len(seeds) == 12 and rank_seed(7, 0) == 7
     pyro.set_rng_seed(0)  # leave the global state as the autouse fixture set it
+
+
+def test_one_process_keeps_its_batch_and_loss():
+    batch = Batch(torch.zeros(3, 2), torch.ones(3, 2))
+    assert shard(batch, None) is batch
+    assert mean_across(torch.tensor(1.25), None) == 1.25
