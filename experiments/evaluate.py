@@ -5,7 +5,7 @@
     python experiments/evaluate.py --checkpoint CK --sweep --out runs/default/eval
     python experiments/evaluate.py --smoke --sweep --out /tmp/eval
 
-For each policy: held-out nats/token, the projected / counted / wall-clock costs, routing
+For each policy: held-out nats/token and bits per byte (nats / ln 2), the projected / counted / wall-clock costs, routing
 shares and entropy (see pyro_meta_attention/analysis/evaluation.py). --sweep adds the transition curve
 over uncertainty thresholds (transition.json and transition.png in --out).
 """
@@ -70,11 +70,13 @@ def plot_transition(rows: list[dict], path: Path, title: str) -> None:
 
 
 def print_rows(rows: list[dict]) -> None:
-    head = f"{'policy':>16} {'nats/tok':>9} {'hard':>6} {'projected':>9} {'counted':>8} {'wall':>6}"
+    head = f"{'policy':>16} {'nats/tok':>9} {'bpb':>6} {'hard':>6} {'projected':>9} {'counted':>8}"
+    head += f" {'wall':>6}"
     print(head)
     for r in rows:
         print(
-            f"{r['policy']:>16} {r['val_nats_per_token']:9.4f} {r['hard_fraction']:6.2f} "
+            f"{r['policy']:>16} {r['val_nats_per_token']:9.4f} {r['val_bits_per_byte']:6.3f} "
+            f"{r['hard_fraction']:6.2f} "
             f"{r['projected_cost']:9.3f} {r['counted_cost']:8.3f} {r['wall_ratio']:6.2f}"
         )
 

@@ -6,12 +6,17 @@
     python experiments/train_svi.py --preset mqar --prior fixed-full   # the MQAR recall task
     python experiments/train_svi.py --smoke --out /tmp/smoke   # tiny model, a few steps
     python experiments/train_svi.py --resume runs/latest       # continue a stopped run
+    torchrun --nproc_per_node 2 experiments/train_svi.py --distributed --out runs/ddp   # DDP
 
 Writes config.json, metrics.jsonl, checkpoint.pt and summary.json to --out, and prints a
 summary that says whether routing was learned. A folder that already holds a run is refused
 unless --overwrite (start again) or --resume (continue it). The checkpoint is written every
 --checkpoint-every steps and when SIGINT or SIGTERM stops the run (exit 130 / 143); a run
 whose loss diverges stops with an error and keeps its last good checkpoint.
+
+--distributed makes this process one rank of a torchrun launch (torch DDP: gloo on the CPU,
+nccl on CUDA; pyro_meta_attention/training/distributed.py): --batch-size is per process, every
+rank trains on its own windows, gradients are averaged, rank 0 writes --out and prints.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import ArgumentParser, at_least, check_device, main_guard, parse_set
+from common import ArgumentParser, UsageError, at_least, check_device, main_guard, parse_set
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
+from pyro_meta_attention.training.distributed import close_world, init_world, launched_by_torchrun
 from pyro_meta_attention.training.run_dir import check_writable, prepare_run_dir
 from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import CHECKPOINT_EVERY, FitResult, fit, resume
@@ -76,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=CHECKPOINT_EVERY,
         help=f"steps between checkpoints (default {CHECKPOINT_EVERY}; 0: only at the end)",
     )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of `torchrun --nproc_per_node N` (DDP); --batch-size per process",
+    )
     p.add_flags("seed", "device", "smoke", "progress")
     a = p.parse_args(argv)
     if a.resume is not None:
@@ -121,6 +132,7 @@ def print_summary(s: dict, out: Path) -> None:
     )
     print(f"\n== summary ({s['prior']}, {s['steps']} steps) -> {out}")
     print(f"val nats/token (soft)   {fmt(s['val_nats_per_token'])}")
+    print(f"val bits/byte (soft)    {fmt(s['val_bits_per_byte'])}")
     print(f"val accuracy (soft)     {s['val_accuracy']:.4f}")
     print(f"routing share (argmax)  {shares}")
     print(f"routing entropy         {s['routing_entropy']:.3f} (normalised)")
@@ -128,15 +140,18 @@ def print_summary(s: dict, out: Path) -> None:
     print(f"KL(q||p) per token      {fmt(s['kl'])}")
     print(f"argmax differs (prior)  {fmt(s['argmax_differs'])}")
     print(f"median step             {s['median_step_s']:.3f} s")
+    if s["world_size"] > 1:
+        print(f"processes (DDP)         {s['world_size']}, batch per process as configured")
     print(s["verdict"])
 
 
-def train(a: argparse.Namespace) -> tuple[FitResult, Path]:
-    """Resume --resume, or check every setting, then train into --out."""
+def train(a: argparse.Namespace) -> tuple[FitResult, Path, bool]:
+    """Resume --resume, or check every setting, then train into --out (with --distributed, as
+    one rank of the group). Returns the result, the folder, and whether this process reports."""
     progress = not a.no_progress
     if a.resume is not None:
         out = Path(a.resume)
-        return resume(out, progress, checkpoint_every=a.checkpoint_every), out
+        return resume(out, progress, checkpoint_every=a.checkpoint_every), out, True
     config = config_from_args(a)
     build(config)  # a bad prior or guide setting fails here, before any output is written
     check_device(a.device)
@@ -145,18 +160,32 @@ def train(a: argparse.Namespace) -> tuple[FitResult, Path]:
         prepare_run_dir(out, "refuse")  # only looks: a folder holding a run is refused now
     data = data_for(config)
     existing = "overwrite" if a.overwrite else "refuse"
-    return fit(config, out, progress, data, existing, a.checkpoint_every), out
+    if not a.distributed:
+        return fit(config, out, progress, data, existing, a.checkpoint_every), out, True
+    world = init_world(a.device)  # after every rank's checks: none has written anything yet
+    try:
+        progress = progress and world.main
+        result = fit(config, out, progress, data, existing, a.checkpoint_every, world=world)
+        return result, out, world.main
+    finally:
+        close_world()
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     at_least(a.checkpoint_every, 0, "--checkpoint-every")
+    if a.distributed and not launched_by_torchrun():
+        raise UsageError(
+            "--distributed runs under torchrun: "
+            "torchrun --nproc_per_node N experiments/train_svi.py --distributed ..."
+        )
     try:
-        result, out = train(a)
+        result, out, reports = train(a)
     except TrainingInterrupted as e:
         run = a.resume or a.out
         raise TrainingInterrupted(f"{e}; continue with --resume {run}", e.signum) from None
-    print_summary(result.summary, out)
+    if reports:
+        print_summary(result.summary, out)
     return 0
 
 

@@ -70,7 +70,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # SVI steps
-    batch_size: int = 16  # B, windows per step
+    batch_size: int = 16  # B, windows per step (per process in a distributed run)
     lr: float = 3e-3  # peak learning rate (AdamW)
     weight_decay: float = 0.01  # AdamW weight decay (network weights only, not the guide)
     warmup: int = 50  # linear learning-rate warm-up steps, then cosine decay to 10%

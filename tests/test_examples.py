@@ -5,6 +5,7 @@ Each row may name a check of what the run wrote; "{out}" in a command is a fresh
 """
 
 import json
+import math
 import re
 import shlex
 from pathlib import Path
@@ -32,6 +33,9 @@ def check_train_run(out: Path, stdout: str) -> None:
     summary = json.loads((out / "run" / "summary.json").read_text())
     keys = {"val_nats_per_token", "routing_share", "routing_entropy", "projected_hard_cost"}
     assert keys <= set(summary) and 0.0 < summary["projected_hard_cost"] <= 1.0
+    bpb = summary["val_nats_per_token"] / math.log(2)  # a byte-level model: one token, one byte
+    assert summary["val_bits_per_byte"] == pytest.approx(bpb, rel=1e-12)
+    assert "val bits/byte" in stdout
     state = torch.load(out / "run" / "checkpoint.pt", weights_only=True)
     assert {"model", "guide", "optimizer", "rng", "corpus", "config", "step"} <= set(state)
     assert state["step"] == state["config"]["train"]["steps"]
@@ -43,6 +47,8 @@ def check_evaluation(out: Path, stdout: str) -> None:
     assert [r["policy"] for r in rows] == ["soft", "hard", "threshold:0.5", "budget:0.5"]
     keys = {"val_nats_per_token", "projected_cost", "counted_cost", "wall_ratio", "hard_fraction"}
     assert all(keys <= set(r) for r in rows)
+    for r in rows:
+        assert r["val_bits_per_byte"] == pytest.approx(r["val_nats_per_token"] / math.log(2))
     soft, hard = rows[0], rows[1]
     assert soft["hard_fraction"] == 0.0 and hard["hard_fraction"] == 1.0
     assert hard["counted_cost"] < soft["counted_cost"]  # hard routing executes fewer FLOPs
@@ -65,6 +71,13 @@ def check_bench_step(out: Path, stdout: str) -> None:
     result = json.loads((out / "bench.json").read_text())
     assert result["ratio_vs_none"] > 0
     assert set(result["median_step_s"]) == {"compute-dirichlet", "none", "plain-torch"}
+
+
+def check_bench_ddp(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "ddp.json").read_text())["rows"]
+    # one launch of one process (two processes: tests/test_train_svi.py and training/)
+    assert [(r["processes"], r["windows_per_step"]) for r in rows] == [(1, 4)]
+    assert all(r["median_step_s"] > 0 for r in rows)
 
 
 def check_checkpoint_cost(out: Path, stdout: str) -> None:
@@ -173,6 +186,7 @@ EXAMPLES = [
         "bench_step.py --smoke --checkpoint-cost --steps 2 --warmup 0 --json {out}/ck.json",
         check_checkpoint_cost,
     ),
+    ("bench_ddp.py --smoke --processes 1 --steps 2 --json {out}/ddp.json", check_bench_ddp),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (

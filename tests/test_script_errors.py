@@ -30,6 +30,8 @@ BAD_INPUTS = [
     ("train_svi.py --smoke --out README.md/run", "README.md is not a folder"),
     ("train_svi.py --resume /no/such/run", "holds no checkpoint"),
     ("train_svi.py --resume /tmp --steps 5", "drop --steps"),
+    ("train_svi.py --resume /tmp --distributed", "drop --distributed"),
+    ("train_svi.py --smoke --distributed", "runs under torchrun"),
     ("train_svi.py --smoke --checkpoint-every -1", "--checkpoint-every"),
     ("bench_step.py --smoke --checkpoint-cost --steps 1", "--steps"),
     ("bench_hard_routing.py --smoke --repeats 0", "--repeats"),
@@ -38,6 +40,8 @@ BAD_INPUTS = [
     ("uncertainty.py --smoke --data " + MISSING, "not found"),
     ("uncertainty.py --smoke --samples 0", "--samples"),
     ("bench_step.py --smoke --steps 0", "--steps"),
+    ("bench_ddp.py --smoke --processes 0", "--processes"),
+    ("bench_ddp.py --smoke --steps 1", "--steps"),
     ("elbo_variance.py --smoke --repeats 1", "--repeats"),
     ("bench_hard_routing.py --smoke --batch 0", "--batch"),
     ("bench_hard_routing.py --smoke --mix 50/60/0", "--mix"),
@@ -60,6 +64,7 @@ BAD_INPUTS = [
     ("decision_price.py --samples 5", "--samples"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
+    ("phase1/run.py --rewrite " + MISSING, "not a Phase-1 record"),
 ]
 
 

@@ -1,8 +1,18 @@
-"""experiments/train_svi.py: a preset's settings survive the flags the user did not give."""
+"""experiments/train_svi.py: a preset's settings survive the flags the user did not give; a
+torchrun launch with --distributed writes one run."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
 from train_svi import config_from_args, parse_args
 
 from pyro_meta_attention.config import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_routing_recipe_preset_keeps_its_prior_and_schedule():
@@ -26,3 +36,21 @@ def test_the_text_preset_is_long_context_with_a_narrow_window(tmp_path):
     assert config.data.path == str(corpus) and config.model.token_shift
     assert (config.model.block_size, config.model.window) == (512, 32)
     assert config.override(data={"path": None}) == PRESETS["text512"]()
+
+
+def test_torchrun_two_processes_write_one_run(tmp_path):
+    """`torchrun --nproc_per_node 2 train_svi.py --distributed`: one run folder, one summary."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    command += ["2", str(ROOT / "experiments" / "train_svi.py"), "--distributed", "--smoke"]
+    command += ["--no-progress", "--out", str(out)]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("== summary") == 1 and "processes (DDP)         2" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["distributed"] == {"world_size": 2, "backend": "gloo"}
+    steps = config["config"]["train"]["steps"]
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == steps - 1 and len({r["step"] for r in rows}) == len(rows)
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == steps

@@ -1,4 +1,8 @@
-"""Phase-1 results: mean ± sd over seeds and the Markdown table beside the paper's numbers."""
+"""Phase-1 results: mean ± sd over seeds and the Markdown table beside the paper's numbers.
+
+Held-out losses are shown in nats per token and in bits per byte (bpb = nats / ln 2: the
+network is byte-level), converted when the table is written, so older records render too.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pyro_meta_attention.analysis.bits import bits_per_byte
 from pyro_meta_attention.mechanisms import MECHANISMS
 
 PAPER = {
@@ -27,6 +32,7 @@ SCALARS = {  # metric key -> column title, in table order
     "median_step_s": "median step (s)",
 }
 VECTORS = ("routing_share", "layer_share")
+BITS = {"val_nats_soft": "val bpb, soft", "val_nats_hard": "val bpb, hard"}  # derived columns
 
 
 def mean_sd(values: list[float | None]) -> dict[str, float | int | None]:
@@ -87,6 +93,25 @@ def _fmt(m: dict[str, Any], digits: int = 3) -> str:
     return f"{m['mean']:.{digits}f}" + ("" if m["sd"] is None else f" ± {m['sd']:.{digits}f}")
 
 
+def _bits(m: dict[str, Any]) -> dict[str, Any]:
+    """A mean ± sd of nats per token in bits per byte (both scale by 1 / ln 2)."""
+    return {"mean": bits_per_byte(m["mean"]), "sd": bits_per_byte(m["sd"])}
+
+
+def _cells(r: dict[str, Any], keys: list[str]) -> list[str]:
+    """The formatted columns of `keys`, each nats column followed by its bits-per-byte twin."""
+    out = []
+    for k in keys:
+        out.append(_fmt(r[k]))
+        if k in BITS:
+            out.append(_fmt(_bits(r[k])))
+    return out
+
+
+def _titles(keys: list[str]) -> list[str]:
+    return [t for k in keys for t in ([SCALARS[k], BITS[k]] if k in BITS else [SCALARS[k]])]
+
+
 def _shares(v: list[float] | None) -> str:
     return "—" if v is None else " / ".join(f"{100 * s:.0f}" for s in v)
 
@@ -108,9 +133,9 @@ def results_markdown(
     lines += [f"- **{k}**: {meta[k]}" for k in ("model", "data", "training", "seeds", "machine")]
     lines += ["", "Regenerate:", "", "```bash", meta["command"], "```", ""]
     metrics = [k for k in SCALARS if k != "median_step_s"]
-    head = ["model", "n", *(SCALARS[k] for k in metrics), f"argmax share % {mech}"]
+    head = ["model", "n", *_titles(metrics), f"argmax share % {mech}"]
     body = [
-        [f"`{r['label']}`", str(r["n"]), *(_fmt(r[k]) for k in metrics)]
+        [f"`{r['label']}`", str(r["n"]), *_cells(r, metrics)]
         + [_shares(r["routing_share"]["mean"])]
         for r in aggregated
     ]
@@ -121,7 +146,8 @@ def results_markdown(
         "the soft posterior); counted: attention FLOPs the hard-routed kernels execute over dense "
         "causal full attention; wall: hard-routed over dense-full forward time. Entropy: mean "
         "H(ᾱ)/log M. Epistemic: mutual information between the mechanism choice and α (0 for "
-        "deterministic routers). KL is — where there is no proper prior.",
+        "deterministic routers). KL is — where there is no proper prior. bpb: bits per byte, "
+        "nats / ln 2 (one token is one byte).",
         "",
     ]
     ours = {r["label"]: r for r in aggregated}
@@ -151,14 +177,13 @@ def results_markdown(
         for r in ablation:
             cells = [f"{r['strength']:g}", f"{r['concentration']:g}"]
             if "skipped" in r:
-                body.append(cells + ["0", f"skipped: {r['skipped']}"] + [""] * len(abl_keys))
+                blank = [""] * len(_titles(abl_keys))
+                body.append(cells + ["0", f"skipped: {r['skipped']}"] + blank)
                 continue
             body.append(
-                cells
-                + [str(r["n"]), *(_fmt(r[k]) for k in abl_keys)]
-                + [_shares(r["routing_share"]["mean"])]
+                cells + [str(r["n"]), *_cells(r, abl_keys)] + [_shares(r["routing_share"]["mean"])]
             )
-        head = ["λ", "κ", "n", *(SCALARS[k] for k in abl_keys), f"argmax share % {mech}"]
+        head = ["λ", "κ", "n", *_titles(abl_keys), f"argmax share % {mech}"]
         lines += ["## Ablation: compute-dirichlet λ × κ", "", *_table(head, body), ""]
     with_classes = [r for r in aggregated if r.get("class_share")]
     if with_classes:

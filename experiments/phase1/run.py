@@ -5,12 +5,14 @@
     python experiments/phase1/run.py --data ../shared/data/tinyshakespeare.txt
     python experiments/phase1/run.py --budget gpu --jobs 8         # larger model on a CUDA device
     python experiments/phase1/run.py --budget smoke --out /tmp/p1  # tiny, a few minutes
+    python experiments/phase1/run.py --rewrite results/phase1-recall.json  # its .md, no training
 
 Runs go to OUT/<corpus-tag>/<model>/seed<k>/ and OUT/<corpus-tag>/ablation/lam<λ>-kap<κ>/seed<k>/
 (each: config.json, metrics.jsonl, checkpoint.pt, summary.json, phase1_eval.json); a finished
 run is reused, so an interrupted study resumes. The table goes to RESULTS/phase1-<tag>.md and
 .json, the figures to FIGURES/phase1-<tag>-{shares,training,transition,pareto,tokens}.png
-(default: results/ and figures/ beside this script).
+(default: results/ and figures/ beside this script). --rewrite renders the Markdown page of a
+study again from its JSON record (after a change of report.py), training nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--figures", default=None, help="figure folder (default: figures/ here; smoke: --out)"
     )
     p.add_argument("--no-ablation", action="store_true", help="skip the λ × κ grid")
+    p.add_argument(
+        "--rewrite", default=None, metavar="JSON", help="only rewrite this record's .md beside it"
+    )
     p.add_argument("--steps", type=int, default=None, help="override the budget's SVI steps")
     p.add_argument("--seeds", type=int, default=None, help="override the budget's seeds")
     p.add_argument("--models", nargs="+", default=None, help=f"a subset of {', '.join(MODELS)}")
@@ -113,6 +118,8 @@ def describe(
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     a = parse_args(raw)
+    if a.rewrite is not None:
+        return rewrite(Path(a.rewrite))
     budget = BUDGETS[a.budget]
     for flag in ("jobs", "steps", "seeds"):
         at_least(getattr(a, flag), 1, f"--{flag}")
@@ -153,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
     write_text(results / f"phase1-{tag}.json", json.dumps(record, indent=2) + "\n")
     make_figures(figures, tag, root, corpus, budget, models, ablation, a.models or list(MODELS))
     print(markdown)
+    return 0
+
+
+def rewrite(record_path: Path) -> int:
+    """Render a study's Markdown page again from its JSON record, beside it."""
+    try:
+        record = json.loads(record_path.read_text())
+        models, ablation, meta = record["models"], record["ablation"], record["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--rewrite {record_path}: not a Phase-1 record ({e})") from None
+    write_text(record_path.with_suffix(".md"), results_markdown(models, ablation, meta))
+    print(f"rewrote {record_path.with_suffix('.md')}")
     return 0
 
 

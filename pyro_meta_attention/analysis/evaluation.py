@@ -29,6 +29,7 @@ from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import CostModel
 from ..mechanisms.routed import dense_full_flops, routed_flops
 from ..policies import Policy, assign
+from .bits import bits_per_byte
 from .simplex import argmax_counts, normalised_entropy
 from .timing import time_interleaved
 
@@ -76,8 +77,8 @@ def evaluate_policy(
     repeats: int = 3,
     class_names: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
-    """Held-out nats per scored token, accuracy, the three costs, shares and entropy under one
-    policy.
+    """Held-out nats per scored token (and in bits per byte), accuracy, the three costs, shares
+    and entropy under one policy.
 
     class_names: the names of the values of `Batch.classes`; with them the result also holds
     "class_nats", the nats/token of each class (every position of that class).
@@ -126,6 +127,7 @@ def evaluate_policy(
     return {
         "policy": str(policy),
         "val_nats_per_token": nll / tokens,
+        "val_bits_per_byte": bits_per_byte(nll / tokens),
         "val_accuracy": correct / tokens,
         "val_tokens": tokens,
         "hard_fraction": float(counts[:M].sum() / counts.sum()),

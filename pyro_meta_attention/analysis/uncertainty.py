@@ -58,6 +58,19 @@ def posterior_samples(
         return predictive(x)
 
 
+def prior_samples(
+    model: RoutingModel, x: torch.Tensor, num_samples: int
+) -> dict[str, torch.Tensor]:
+    """S draws of every routing site from the model's prior for x [B, T], the same dict as
+    `posterior_samples`: {"alpha_0": [S, B, T, M], ...}. A prior that cannot be sampled (the
+    improper flat density of `none` and `cost-penalised`) raises ValueError."""
+    if model.prior.deterministic:
+        raise ValueError(f"prior {model.prior.name!r} is improper: it has no draws")
+    sites = [routing_site(layer) for layer in range(model.net.config.n_layer)]
+    with torch.no_grad():
+        return Predictive(model, num_samples=num_samples, return_sites=sites)(x)
+
+
 def routing_uncertainty(
     samples: dict[str, torch.Tensor], concentration: torch.Tensor | None = None
 ) -> dict[str, dict[str, torch.Tensor]]:

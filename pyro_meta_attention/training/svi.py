@@ -19,8 +19,9 @@ Nothing lives in Pyro's global param store (`module_local_params`), and it is cl
 start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
 weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
 network first learns with every token on full attention (MQAR's chicken-and-egg: a network that
-has not learned recall gives the router no reason to pick full), then the routing acts; a fixed
-prior (a reference model) is never warmed up, so a preset's schedule cannot change what it is.
+    warm = step < tc.full_warmup and r.model.prior.fixed_weights() is None
+    route = FULL if warm else None  # warm-up: a routed model's network runs all-full
+    x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from ..analysis.bits import bits_per_byte
 from ..analysis.evaluation import soft_val_metrics
 from ..analysis.routing_stats import routing_learned, routing_stats
 from ..bayes.guide import RoutingGuide
@@ -49,6 +51,7 @@ from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
 from .data_identity import DataMismatch, identity, training_data
+from .distributed import World, mean_across, rank_seed, shard, wrap
 from .divergence import TrainingDiverged, Watchdog, diverged
 from .rng import rng_state, set_rng_state
 from .run_dir import (
@@ -94,10 +97,13 @@ class _Session:
     step_times: list[float] = field(default_factory=list)
     boundary: tuple[int, dict[str, Any]] | None = None  # (steps done, random states) then
     saved: int | None = None  # steps done at the last checkpoint written
+    world: World | None = None  # the DDP process group (None: one process)
 
     def batch(self) -> Batch:
+        """The step's global batch: B windows, or B per rank (every rank draws the same)."""
         tc = self.result.config.train
-        return self.result.data.train_batch(tc.batch_size, self.generator).to(tc.device)
+        size = tc.batch_size * (1 if self.world is None else self.world.size)
+        return self.result.data.train_batch(size, self.generator).to(tc.device)
 
 
 def fit(
@@ -107,18 +113,24 @@ def fit(
     data: DataSource | None = None,
     existing: str = "overwrite",
     checkpoint_every: int = CHECKPOINT_EVERY,
+    world: World | None = None,
 ) -> FitResult:
     """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json.
 
     `existing` says what to do with an `out` that holds a run: "overwrite" it, "refuse"
-    (RunDirError), or "resume" it when it holds a checkpoint of this config.
+    (RunDirError), or "resume" it when it holds a checkpoint of this config. With `world`
+    (`distributed.init_world`) this process is one rank of a DDP run; only rank 0 writes `out`.
     """
+    if world is not None:
+        if existing == "resume":
+            raise ValueError("a distributed run cannot resume a run folder")
+        out = out if world.main else None
     if out is not None and existing == "resume":
         data = data_for(config) if data is None else data
         if _resumable(Path(out), config, data):
             return resume(out, progress, data, checkpoint_every)
         existing = "overwrite"
-    session = _setup(config, out, data, existing, checkpoint_every)
+    session = _setup(config, out, data, existing, checkpoint_every, world=world)
     return _run(session, progress)
 
 
@@ -173,6 +185,7 @@ def _run(s: _Session, progress: bool) -> FitResult:
             raise
         _save(s, rng_state(s.generator), optimizer)
     r.summary = summarise(r, s.step_times)
+    r.summary["world_size"] = 1 if s.world is None else s.world.size
     if s.out is not None:
         write_json(s.out / SUMMARY_FILE, r.summary)
     return r
@@ -185,6 +198,7 @@ def _setup(
     existing: str,
     checkpoint_every: int,
     resumed: Checkpoint | None = None,
+    world: World | None = None,
 ) -> _Session:
     tc = config.train
     if checkpoint_every < 0:
@@ -197,9 +211,12 @@ def _setup(
     gen = set_seed(tc.seed)
     model, guide = build(config) if resumed is None else restore(resumed)
     model, guide = model.to(tc.device), guide.to(tc.device)
+    if world is not None and world.rank > 0:  # each rank its own routing samples
+        torch.manual_seed(rank_seed(tc.seed, world.rank))
     result = FitResult(config, model, guide, data)
     out_dir = None if out is None else Path(out)
-    s = _Session(result, make_elbo(tc.elbo)(model, guide), gen, out_dir, checkpoint_every)
+    elbo = make_elbo(tc.elbo)(model, guide)
+    s = _Session(result, elbo, gen, out_dir, checkpoint_every, world=world)
     if resumed is not None:
         s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
         s.step_times = list(resumed.state.get("step_times", []))
@@ -219,6 +236,8 @@ def _start_run_dir(s: _Session) -> None:
     if s.resumed is None:
         cost = cost_model_for(r.config.model).to_dict()
         extra = {"seed": r.config.train.seed, "corpus": r.data.record(), "cost_model": cost}
+        if s.world is not None:
+            extra["distributed"] = {"world_size": s.world.size, "backend": s.world.backend}
         write_config(s.out, r.config, extra)
 
 
@@ -235,14 +254,18 @@ def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
 
 def _start(s: _Session) -> tuple[Any, Batch | None]:
     """(optimiser, first batch of a fresh run): Pyro's set-up call on a batch, the optimiser,
-    and for a resumed run its optimiser and random states."""
+    DDP around the ELBO when distributed, and for a resumed run its optimiser and random
+    states."""
     r, tc = s.result, s.result.config.train
     if s.resumed is None:
         first = s.batch()
     else:  # any batch will do: the random states are restored after this call
         first = r.data.train_batch(tc.batch_size, torch.Generator().manual_seed(0)).to(tc.device)
-    s.elbo(first.x, first.y, obs_mask=first.mask)  # lets Pyro set up before the optimiser
+    mine = shard(first, s.world)
+    s.elbo(mine.x, mine.y, obs_mask=mine.mask)  # lets Pyro set up before the optimiser and DDP
     optimizer = make_optimizer(r.model, r.guide, r.config)
+    if s.world is not None:  # a fixed prior's guide network takes no part in the loss
+        s.elbo = wrap(s.elbo, s.world, find_unused=r.guide.prior.fixed_weights() is not None)
     if s.resumed is None:
         return optimizer, first
     optimizer.load_state_dict(s.resumed.state["optimizer"])
@@ -308,7 +331,8 @@ def _interrupted(s: _Session, optimizer) -> None:
 def _svi_step(
     s: _Session, optimizer, step: int, batch: Batch, watch: Watchdog
 ) -> dict[str, Any] | None:
-    """One gradient step on a batch; returns the metrics row when this step logs, else None."""
+    """One gradient step on a batch (this process's part of it); returns the metrics row when
+    this step logs, else None."""
     r, tc = s.result, s.result.config.train
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
@@ -316,10 +340,10 @@ def _svi_step(
     tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
     warm = step < tc.full_warmup and r.model.prior.fixed_weights() is None
     route = FULL if warm else None  # warm-up: a routed model's network runs all-full
-    x = batch.x
+    x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
     t0 = time.perf_counter()
-    loss = s.elbo(x, batch.y, beta=beta, tau=tau, obs_mask=batch.mask, route=route)
-    loss_value = loss.item()
+    loss = s.elbo(mine.x, mine.y, beta=beta, tau=tau, obs_mask=mine.mask, route=route)
+    loss_value = mean_across(loss, s.world)  # the global batch's loss
     watch.check_loss(loss_value, step)  # before the update: the checkpoint stays good
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
@@ -341,10 +365,12 @@ def _svi_step(
     penalty = 0.0 if route is not None else (stats["penalty"] or 0.0)
     routing_terms = beta * (stats["kl"] or 0.0) + penalty
     per_scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())
+    nats = (loss_value - routing_terms) * per_scored
     return {
         "step": step,
         "loss": loss_value,
-        "nats_per_token": (loss_value - routing_terms) * per_scored,
+        "nats_per_token": nats,
+        "bits_per_byte": bits_per_byte(nats),
         "beta": beta,
         "tau": tau,
         **stats,
@@ -365,10 +391,12 @@ def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
     if bad:
         learned, verdict = False, f"DIVERGED: held-out loss {val['nats']:.4g} nats/token"
     cost = cost_model_for(config.model)
+    nats = val["nats"] if math.isfinite(val["nats"]) else None
     return {
         "prior": config.prior.name,
         "steps": config.train.steps,
-        "val_nats_per_token": val["nats"] if math.isfinite(val["nats"]) else None,
+        "val_nats_per_token": nats,
+        "val_bits_per_byte": bits_per_byte(nats),
         "val_accuracy": val["accuracy"],
         "val_tokens": sum(b.y.numel() if b.mask is None else int(b.mask.sum()) for b in batches),
         **stats,

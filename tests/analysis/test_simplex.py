@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from pyro_meta_attention.analysis.routing_stats import class_shares
-from pyro_meta_attention.analysis.simplex import argmax_share, entropy, normalised_entropy
+from pyro_meta_attention.analysis.simplex import (
+    TRIANGLE,
+    argmax_share,
+    entropy,
+    normalised_entropy,
+    ternary_xy,
+)
 from pyro_meta_attention.data.recall import FILLER, OTHER, RECALL
 
 
@@ -30,3 +36,11 @@ def test_class_shares():
     assert shares["recall"]["argmax_share"] == [1.0, 0.0, 0.0]
     assert shares["filler"]["argmax_share"] == [0.0, 0.0, 1.0]
     assert shares["other"]["tokens"] == 1
+
+
+def test_ternary_corners_and_centre():
+    assert torch.equal(ternary_xy(torch.eye(3)), TRIANGLE)
+    centre = ternary_xy(torch.full((2, 3), 1 / 3, dtype=torch.float64))
+    torch.testing.assert_close(centre, torch.tensor([[0.5, math.sqrt(3) / 6]] * 2).double())
+    with pytest.raises(ValueError, match="3 mechanisms"):
+        ternary_xy(torch.ones(4) / 4)

@@ -54,6 +54,16 @@ def test_smoke_writes_table_json_and_figures(smoke):
         assert (smoke / f"phase1-builtin-{what}.png").stat().st_size > 20_000
 
 
+def test_rewrite_renders_the_page_again_from_the_record(smoke, phase1):
+    page = smoke / "phase1-builtin.md"
+    written = page.read_text()
+    page.unlink()
+    proc = phase1("--rewrite", str(smoke / "phase1-builtin.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert page.read_text() == written
+    assert "val bpb, soft" in written and "nats / ln 2" in written
+
+
 def test_second_run_reuses_every_run(smoke, phase1):
     checkpoints = sorted((smoke / "builtin").rglob("checkpoint.pt"))
     assert len(checkpoints) == len(MODELS) * BUDGETS["smoke"].seeds + 2
@@ -191,3 +201,15 @@ def test_an_unfinished_checkpoint_is_resumed_and_gives_the_same_numbers(
     assert again["source"] == "checkpoint"
     for key in ("val_nats_soft", "val_nats_hard", "epistemic", "kl", "routing_share"):
         assert cut[key] == whole[key] == again[key], key
+
+
+def test_table_shows_bits_per_byte_beside_nats():
+    ln2 = math.log(2)
+    rows = [
+        {"label": "m", "model": "m", "seed": s, "val_nats_soft": v * ln2}
+        for s, v in ((0, 2.0), (1, 4.0))
+    ]
+    meta = {k: "x" for k in ("title", "model", "data", "training", "seeds", "machine", "command")}
+    markdown = results_markdown(aggregate(rows), [], meta)
+    # nats 2 ln 2 ± sqrt(2) ln 2 -> 3 ± sqrt(2) bits per byte
+    assert f"| {3 * ln2:.3f} ± {math.sqrt(2) * ln2:.3f} | 3.000 ± 1.414 |" in markdown
