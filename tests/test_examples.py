@@ -123,6 +123,12 @@ def check_decision_price(out: Path, stdout: str) -> None:
     assert 0 < low < high < 10  # routing with probability 0.9 costs more than with 0.5
 
 
+def check_generate(out: Path, stdout: str) -> None:
+    assert stdout.startswith("import ") and "[8 bytes in" in stdout
+    assert "route per token" in stdout and "epistemic mean" in stdout
+    assert (out / "stats.png").stat().st_size > 5_000
+
+
 def check_train_set(out: Path, stdout: str) -> None:
     check_train_run(out, stdout)
     config = json.loads((out / "run" / "config.json").read_text())["config"]
@@ -155,6 +161,11 @@ EXAMPLES = [
     ),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
+    (
+        "generate.py --smoke --max-new-tokens 8 --temperature 0.8 --top-k 5 --policy budget:0.5 "
+        "--stats --stats-png {out}/stats.png",
+        check_generate,
+    ),
     (
         "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
         "--json {out}/bench.json --plot {out}/bench.png",

@@ -57,6 +57,16 @@ BAD_INPUTS = [
     ("decision_price.py --samples 5", "--samples"),
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
+    ("generate.py --prompt x", "--checkpoint is required"),
+    ("generate.py --smoke --prompt a --prompt-file b", "exactly one of --prompt"),
+    ("generate.py --smoke --prompt ", "the prompt is empty"),
+    ("generate.py --smoke --prompt-file " + MISSING, "No such file"),
+    ("generate.py --smoke --max-new-tokens 0", "--max-new-tokens"),
+    ("generate.py --smoke --max-new-tokens 30", "learned positions end there"),
+    ("generate.py --smoke --temperature -1", "--temperature"),
+    ("generate.py --smoke --top-k 0", "--top-k"),
+    ("generate.py --smoke --policy sometimes", "bad policy"),
+    ("generate.py --smoke --stats-png README.md/s.png", "is not a folder"),
 ]
 
 
