@@ -92,6 +92,22 @@ def check_bench_hard_routing(out: Path, stdout: str) -> None:
     assert (out / "bench.png").stat().st_size > 10_000
 
 
+def check_bench_decode(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "bench.json").read_text())
+    assert [(r["B"], r["variant"]) for r in rows] == [
+        (B, v) for B in (1, 2) for v in ("dense", "25/50/25")
+    ]
+    for row in rows:
+        assert row["efficiency"] == pytest.approx(
+            row["counted_ratio"] / row["attention_wall_ratio"]
+        )
+        assert row["tokens_per_s"] > 0 and row["kv_cache_mb"] > 0
+    dense, routed = rows[0], rows[1]
+    assert dense["counted_ratio"] == 1.0 and dense["linear_state_mb"] == 0.0
+    assert routed["linear_state_mb"] > 0 and routed["counted_ratio"] < 1.0
+    assert (out / "bench.png").stat().st_size > 10_000
+
+
 def check_phase1(out: Path, stdout: str) -> None:
     tag = "builtin-1seeds-fixed-local-none"
     record = json.loads((out / f"phase1-{tag}.json").read_text())
@@ -170,6 +186,10 @@ EXAMPLES = [
         "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
         "--json {out}/bench.json --plot {out}/bench.png",
         check_bench_hard_routing,
+    ),
+    (
+        "bench_decode.py --smoke --mix 25/50/25 --json {out}/bench.json --plot {out}/bench.png",
+        check_bench_decode,
     ),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "

@@ -50,12 +50,21 @@ class DecodeMeter:
 class Decoder:
     """Prefill + incremental decoding with per-mechanism state; device and dtype from `net`.
 
-    capacity: positions the state holds (default and maximum: `block_size`).
+    capacity: positions the state holds (default and maximum: `block_size`); keep_linear:
+    whether the state keeps the linear running state (default: iff the router can route a
+    token linear; True lets another decoder continue from this one's state, `start_from`).
     """
 
-    def __init__(self, net: RoutedTransformer, router: Router, capacity: int | None = None):
+    def __init__(
+        self,
+        net: RoutedTransformer,
+        router: Router,
+        capacity: int | None = None,
+        keep_linear: bool | None = None,
+    ):
         self.net = net
         self.router = router
+        self.keep_linear = bool(router.possible[LINEAR]) if keep_linear is None else keep_linear
         self.config = net.config
         self.capacity = self.config.block_size if capacity is None else capacity
         if not 1 <= self.capacity <= self.config.block_size:
@@ -90,9 +99,8 @@ class Decoder:
         route = self.router.prefill(idx)
         c = self.config
         like = self.net.tok_emb.weight
-        linear = bool(self.router.possible[LINEAR])
         layers = [
-            LayerState.empty(B, c.n_head, c.head_dim, self.capacity, linear, like)
+            LayerState.empty(B, c.n_head, c.head_dim, self.capacity, self.keep_linear, like)
             for _ in range(c.n_layer)
         ]
         x = self.net.embed(idx)  # [B, T, C]
@@ -110,6 +118,19 @@ class Decoder:
         self.routes = [route]
         self.meter = DecodeMeter()
         return self.net.head(self.net.ln_f(x))
+
+    def start_from(self, state: DecodeState) -> None:
+        """Continue from a state another decoder filled (a prefill shared by several decoders);
+        the routing of its positions is not this decoder's, so `route` covers the steps only."""
+        if self.keep_linear and any(layer.state is None for layer in state.layers):
+            raise ValueError("this decoder routes linear, but the state keeps no linear state")
+        if state.tokens.shape[1] != self.capacity:
+            raise ValueError(f"state capacity {state.tokens.shape[1]} != {self.capacity}")
+        if getattr(self.router, "budget", None) is not None:
+            raise ValueError("budget routing counts the prompt's cost: start with prefill")
+        self.state = state
+        self.routes = []
+        self.meter = DecodeMeter()
 
     @torch.no_grad()
     def step(self, token: Tensor) -> Tensor:
