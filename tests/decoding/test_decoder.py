@@ -108,3 +108,25 @@ def test_generate_streams_tokens_and_is_seeded():
     greedy = generate(make_decoder(config, model, guide, "hard"), tokens(2, 4), 1, 0.0)
     logits = make_decoder(config, model, guide, "hard").prefill(tokens(2, 4))[:, -1]
     assert torch.equal(greedy[:, -1], logits.argmax(-1))
+
+
+def test_a_decoder_continues_exactly_from_a_state_another_filled():
+    """The benchmark's set-up: one all-local prefill that keeps the linear state, continued by
+    a decoder with another routing; the steps' logits are the forward pass's under the joined
+    routing."""
+    config, model, guide = routed_model()
+    x = tokens(2, 21)
+    filler = Decoder(model.net, MixRouter((0.0, 0.0, 1.0), 2), keep_linear=True)
+    filler.prefill(x[:, :6])
+    decoder = Decoder(model.net, MixRouter((0.3, 0.4, 0.3), 2, seed=2))
+    decoder.start_from(filler.state.clone())
+    got = torch.stack([decoder.step(x[:, t]) for t in range(6, 21)], 1)
+    prompt, steps = filler.route, decoder.route
+    alpha = torch.cat([prompt.alpha, steps.alpha], 1)
+    assignment = torch.cat([prompt.assignment, steps.assignment], 1)
+    want = model.net(x, list(alpha.unbind(2)), list(assignment.unbind(2)))[:, 6:]
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+    with pytest.raises(ValueError, match="no linear state"):
+        decoder.start_from(filler.state.clone(linear=False))
+    with pytest.raises(ValueError, match="start with prefill"):
+        make_decoder(config, model, guide, "budget:0.5").start_from(filler.state)
