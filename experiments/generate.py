@@ -129,12 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(a.seed)
 
     text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    sys.stdout.write(text.decode(prompt_bytes))
-    sys.stdout.flush()
+    shown = []  # the prompt is printed with the first new byte, once generation has started
 
     def stream(token: torch.Tensor) -> None:
-        sys.stdout.write(text.decode(bytes([int(token[0])])))
+        new = bytes([int(token[0])])
+        sys.stdout.write(text.decode(new if shown else prompt_bytes + new))
         sys.stdout.flush()
+        shown.append(new)
 
     t0 = time.perf_counter()
     out = generate(decoder, prompt, a.max_new_tokens, a.temperature, a.top_k, generator, stream)
