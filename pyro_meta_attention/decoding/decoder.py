@@ -83,6 +83,8 @@ class Decoder:
     @property
     def route(self) -> Route:
         """The routing of every position so far: alpha [B, t, L, M], assignment [B, t, L]."""
+        if not self.routes:
+            raise ValueError("nothing routed yet: prefill a prompt or decode a step first")
         return Route.cat(self.routes)
 
     @torch.no_grad()
