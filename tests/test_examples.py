@@ -105,6 +105,22 @@ def check_bench_hard_routing(out: Path, stdout: str) -> None:
     assert (out / "bench.png").stat().st_size > 10_000
 
 
+def check_bench_decode(out: Path, stdout: str) -> None:
+    rows = json.loads((out / "bench.json").read_text())
+    assert [(r["B"], r["variant"]) for r in rows] == [
+        (B, v) for B in (1, 2) for v in ("dense", "25/50/25")
+    ]
+    for row in rows:
+        assert row["efficiency"] == pytest.approx(
+            row["counted_ratio"] / row["attention_wall_ratio"]
+        )
+        assert row["tokens_per_s"] > 0 and row["kv_cache_mb"] > 0
+    dense, routed = rows[0], rows[1]
+    assert dense["counted_ratio"] == 1.0 and dense["linear_state_mb"] == 0.0
+    assert routed["linear_state_mb"] > 0 and routed["counted_ratio"] < 1.0
+    assert (out / "bench.png").stat().st_size > 10_000
+
+
 def check_phase1(out: Path, stdout: str) -> None:
     tag = "builtin-1seeds-fixed-local-none"
     record = json.loads((out / f"phase1-{tag}.json").read_text())
@@ -151,6 +167,12 @@ def check_decision_price(out: Path, stdout: str) -> None:
     assert 0 < low < high < 10  # routing with probability 0.9 costs more than with 0.5
 
 
+def check_generate(out: Path, stdout: str) -> None:
+    assert stdout.startswith("import ") and "[8 bytes in" in stdout
+    assert "route per token" in stdout and "epistemic mean" in stdout
+    assert (out / "stats.png").stat().st_size > 5_000
+
+
 def check_train_set(out: Path, stdout: str) -> None:
     check_train_run(out, stdout)
     config = json.loads((out / "run" / "config.json").read_text())["config"]
@@ -190,9 +212,18 @@ EXAMPLES = [
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (
+        "generate.py --smoke --max-new-tokens 8 --temperature 0.8 --top-k 5 --policy budget:0.5 "
+        "--stats --stats-png {out}/stats.png",
+        check_generate,
+    ),
+    (
         "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
         "--json {out}/bench.json --plot {out}/bench.png",
         check_bench_hard_routing,
+    ),
+    (
+        "bench_decode.py --smoke --mix 25/50/25 --json {out}/bench.json --plot {out}/bench.png",
+        check_bench_decode,
     ),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "

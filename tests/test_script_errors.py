@@ -65,6 +65,16 @@ BAD_INPUTS = [
     ("phase1/run.py --budget smoke --models bogus", "unknown model"),
     ("phase1/run.py --budget smoke --jobs 0", "--jobs"),
     ("phase1/run.py --rewrite " + MISSING, "not a Phase-1 record"),
+    ("bench_decode.py --smoke --steps 0", "--steps"),
+    ("bench_decode.py --smoke --mix 50/60/0", "--mix"),
+    ("bench_decode.py --smoke --json README.md/b.json", "README.md is not a folder"),
+    ("generate.py --prompt x", "--checkpoint is required"),
+    ("generate.py --smoke --prompt a --prompt-file b", "exactly one of --prompt"),
+    ("generate.py --smoke --prompt ", "the prompt is empty"),
+    ("generate.py --smoke --prompt-file " + MISSING, "No such file"),
+    ("generate.py --smoke --max-new-tokens 30", "learned positions end there"),
+    ("generate.py --smoke --temperature -1", "--temperature"),
+    ("generate.py --smoke --policy sometimes", "bad policy"),
 ]
 
 

@@ -83,35 +83,41 @@ class RoutingGuide(PyroModule):
         with torch.no_grad():
             last.bias.copy_(torch.logit(u).float().repeat(self.n_layer))
 
-    def raw(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T] int64 -> unconstrained outputs [B, T, L, M]."""
+    def raw(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """x [B, T] int64 -> unconstrained outputs [B, T, L, M].
+
+        x holds positions offset .. offset + T - 1 of the sequence; the convolution sees zeros
+        before x[:, 0], so a window x of the last `context` bytes (or the whole prefix, from
+        offset 0) gives its last token exactly what the whole sequence gives it (decoding).
+        """
         B, T = x.shape
         e = self.emb(x)  # [B, T, E]
         k = self.config.context
         ctx = self.context(F.pad(e.transpose(1, 2), (k - 1, 0))).transpose(1, 2)  # [B, T, E]
         salience = e.norm(dim=-1, keepdim=True) / math.sqrt(e.shape[-1])  # [B, T, 1]
-        pos = (torch.arange(T, device=x.device, dtype=e.dtype) / self.block_size).expand(B, T)
+        positions = torch.arange(offset, offset + T, device=x.device, dtype=e.dtype)
+        pos = (positions / self.block_size).expand(B, T)
         features = torch.cat([e, ctx, salience, pos[..., None]], dim=-1)  # [B, T, 2E + 2]
         return self.mlp(features).view(B, T, self.n_layer, -1)
 
-    def router_weights(self, x: torch.Tensor) -> torch.Tensor:
+    def router_weights(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Deterministic routing [B, T, L, M]: softmax of the router, or the prior's fixed corner."""
         fixed = self.prior.fixed_weights()
         if fixed is None:
-            return torch.softmax(self.raw(x), dim=-1)
+            return torch.softmax(self.raw(x, offset), dim=-1)
         like = self.emb.weight
         return fixed.to(like).expand(*x.shape, self.n_layer, fixed.numel())
 
-    def concentration(self, x: torch.Tensor) -> torch.Tensor:
+    def concentration(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Dirichlet concentration [B, T, L, M] in [floor, cap] (Bayesian priors only)."""
         lo, hi = math.log(self.config.floor), math.log(self.config.cap)
-        return torch.exp(lo + (hi - lo) * torch.sigmoid(self.raw(x)))
+        return torch.exp(lo + (hi - lo) * torch.sigmoid(self.raw(x, offset)))
 
-    def posterior_mean(self, x: torch.Tensor) -> torch.Tensor:
+    def posterior_mean(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """E_q[alpha]: [B, T, L, M] (for `none`: the deterministic router's weights)."""
         if self.prior.deterministic:
-            return self.router_weights(x)
-        a = self.concentration(x)
+            return self.router_weights(x, offset)
+        a = self.concentration(x, offset)
         return a / a.sum(-1, keepdim=True)
 
     def forward(
