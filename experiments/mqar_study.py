@@ -27,8 +27,6 @@ models of a study; a model taken from two studies is labelled `model (tag)`):
 from __future__ import annotations
 
 import json
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -37,8 +35,8 @@ from typing import Any
 
 import pyro
 import torch
-from common import ArgumentParser, UsageError, at_least, main_guard
-from studies import combine, configs_for, finished, fmt, pareto, train_all
+from common import main_guard
+from studies import finished, fmt, pareto, run_study, study_parser, write_study
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
@@ -50,7 +48,7 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.run_dir import check_writable, versions, write_json, write_text
+from pyro_meta_attention.training.run_dir import write_json
 from pyro_meta_attention.training.svi import fit
 
 FULL = MECHANISMS.index("full")
@@ -173,70 +171,25 @@ def header(base: RunConfig, task, title: str, details: list[str], commands: list
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
-    p = ArgumentParser(__doc__)
-    p.add_argument("--tag", required=True, help="names the output files mqar-<tag>.*")
-    p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
-    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
-    p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
-    p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
-    p.add_argument("--out", default="runs/mqar", help="run folders go to OUT/<tag>/")
-    p.add_argument("--results", default=None, help="table folder (default experiments/results)")
-    p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
-    p.add_flags("smoke", "progress")
-    a = p.parse_args(argv)
-    for flag in ("seeds", "steps", "jobs", "samples"):
-        at_least(getattr(a, flag), 1, f"--{flag}")
-    if not a.tag.replace("-", "").replace("_", "").isalnum():
-        raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
-    results = check_writable(
-        a.results or (a.out if a.smoke else "experiments/results"), "--results"
-    )
-    results.mkdir(parents=True, exist_ok=True)
-    command = "python experiments/mqar_study.py " + shlex.join(raw)
-    if a.combine:
-        rows, records = combine(a.combine, results, "mqar")
-        base = RunConfig.from_dict(next(iter(records.values()))["config"])
-        title = f"{', '.join(a.combine)} combined ({a.tag})"
-        details = [f"- from `mqar-{t}.md`: {r['command']}" for t, r in records.items()]
-        commands = [r["command"] for r in records.values()] + [command]
-    else:
-        base = mqar_config()
+    a = study_parser(__doc__, "mqar").parse_args(argv)
+
+    def base() -> RunConfig:
         if a.smoke:
-            base = smoke_config(data={"path": MQAR_TASK}, model={"token_shift": True})
-        if a.steps:
-            base = base.override(train={"steps": a.steps})
-        runs = configs_for(a, base)
-        root = Path(a.out) / a.tag
-        args = [(label, c, root / label / f"seed{c.train.seed}", a.samples) for label, c in runs]
-        t0 = time.perf_counter()
-        rows = train_all(run_one, args, a.jobs, not a.no_progress, "mqar runs")
-        reused = sum(bool(r.get("reused")) for r in rows)
-        title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
-        details = [
-            f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
-            f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
-            f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
-            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
-            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
-        ]
-        commands = [command]
-    task = data_for(base)
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    lines = header(base, task, title, details, commands) + table(rows, labels, task.config.chance)
-    write_text(results / f"mqar-{a.tag}.md", "\n".join(lines) + "\n")
-    record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
-    write_json(results / f"mqar-{a.tag}.json", record)
-    y_label = "held-out query accuracy, hard routing"
-    title = f"MQAR ({a.tag}): cost vs accuracy"
+            return smoke_config(data={"path": MQAR_TASK}, model={"token_shift": True})
+        return mqar_config()
+
+    study = run_study(a, "mqar_study.py", raw, base, run_one)
+    task = data_for(study.base)
+    lines = header(study.base, task, study.title, study.details, study.commands)
+    lines += table(study.rows, study.labels, task.config.chance)
+    write_study(study, "mqar", a.tag, lines)
     pareto(
-        rows,
-        labels,
-        results / f"mqar-{a.tag}-pareto.png",
-        title,
+        study.rows,
+        study.labels,
+        study.results / f"mqar-{a.tag}-pareto.png",
+        f"MQAR ({a.tag}): cost vs accuracy",
         "accuracy_hard",
-        y_label,
+        "held-out query accuracy, hard routing",
         (-0.03, 1.03),
     )
     print("\n".join(lines))

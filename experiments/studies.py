@@ -3,27 +3,38 @@ seed, runs reused when finished, one thread per run in a process pool, mean ± s
 studies combined, and a Pareto plot.
 
 Used by `mqar_study.py` (answer accuracy on MQAR) and `text_study.py` (nats on text); each owns
-its scoring of one run (`score(label, config, out, samples) -> row`) and its table.
+its scoring of one run (`score(label, config, out, samples) -> row`), its base config and its
+table; `study_parser` + `run_study` are the command line and the train-or-combine flow they share.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import platform
+import shlex
 import statistics
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import UsageError, parse_set
+from common import ArgumentParser, UsageError, at_least, parse_set
 from tqdm.auto import tqdm
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import RunConfig
-from pyro_meta_attention.training.run_dir import CONFIG_FILE
+from pyro_meta_attention.training.run_dir import (
+    CONFIG_FILE,
+    check_writable,
+    versions,
+    write_json,
+    write_text,
+)
 
 Row = dict[str, Any]
 Score = Callable[..., Row]  # score(label, config, out, samples) -> one run's row
@@ -157,3 +168,88 @@ def pareto(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def study_parser(doc: str, prefix: str) -> ArgumentParser:
+    """The flags every study takes; a study adds its own before parsing."""
+    p = ArgumentParser(doc)
+    p.add_argument("--tag", required=True, help=f"names the output files {prefix}-<tag>.*")
+    p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
+    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
+    p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
+    p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
+    p.add_argument("--out", default=f"runs/{prefix}", help="run folders go to OUT/<tag>/")
+    p.add_argument("--results", default=None, help="table folder (default experiments/results)")
+    p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
+    p.add_flags("smoke", "progress")
+    return p
+
+
+@dataclass
+class Study:
+    """What a study trained (or combined), ready for its table and files."""
+
+    base: RunConfig  # the config every model started from
+    rows: list[Row]  # one per (model, seed), labelled
+    labels: list[str]  # the models, in order
+    title: str  # the table's title
+    details: list[str]  # Markdown bullets: training and machine, or the studies combined
+    commands: list[str]  # the commands that regenerate the table
+    results: Path  # where RESULTS/<prefix>-<tag>.* go
+
+
+def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], score: Score) -> Study:
+    """Check the shared flags, then train every (model, seed) from base() or --combine."""
+    for flag in ("seeds", "steps", "jobs", "samples"):
+        at_least(getattr(a, flag), 1, f"--{flag}")
+    if not a.tag.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
+    results = check_writable(
+        a.results or (a.out if a.smoke else "experiments/results"), "--results"
+    )
+    results.mkdir(parents=True, exist_ok=True)
+    prefix = script.removesuffix("_study.py")
+    command = f"python experiments/{script} " + shlex.join(raw)
+    if a.combine:
+        rows, records = combine(a.combine, results, prefix)
+        config = RunConfig.from_dict(next(iter(records.values()))["config"])
+        title = f"{', '.join(a.combine)} combined ({a.tag})"
+        details = [f"- from `{prefix}-{t}.md`: {r['command']}" for t, r in records.items()]
+        commands = [r["command"] for r in records.values()] + [command]
+    else:
+        config = base()
+        if a.steps:
+            config = config.override(train={"steps": a.steps})
+        root = Path(a.out) / a.tag
+        args = [
+            (label, c, root / label / f"seed{c.train.seed}", a.samples)
+            for label, c in configs_for(a, config)
+        ]
+        t0 = time.perf_counter()
+        rows = train_all(score, args, a.jobs, not a.no_progress, f"{prefix} runs")
+        reused = sum(bool(r.get("reused")) for r in rows)
+        title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
+        details = [
+            f"- training: {config.train.steps} SVI steps, batch {config.train.batch_size}, "
+            f"lr {config.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
+            f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
+            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
+            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
+        ]
+        commands = [command]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    return Study(config, rows, labels, title, details, commands, results)
+
+
+def write_study(study: Study, prefix: str, tag: str, lines: list[str]) -> None:
+    """RESULTS/<prefix>-<tag>.md (the lines) and .json (command, config, versions, rows)."""
+    write_text(study.results / f"{prefix}-{tag}.md", "\n".join(lines) + "\n")
+    record = {
+        "command": study.commands[-1],
+        "config": study.base.to_dict(),
+        "versions": versions(),
+        "runs": study.rows,
+    }
+    write_json(study.results / f"{prefix}-{tag}.json", record)

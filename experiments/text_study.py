@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -33,8 +31,8 @@ from typing import Any
 
 import pyro
 import torch
-from common import ArgumentParser, UsageError, at_least, main_guard
-from studies import combine, configs_for, finished, fmt, pareto, train_all
+from common import UsageError, main_guard
+from studies import finished, fmt, pareto, run_study, study_parser, write_study
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.routing_stats import routing_learned, routing_stats
@@ -46,7 +44,7 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.training.run_dir import check_writable, versions, write_json, write_text
+from pyro_meta_attention.training.run_dir import write_json
 from pyro_meta_attention.training.svi import fit
 
 RUN_FILE = "text_run.json"  # one run's scores, written beside its checkpoint
@@ -146,90 +144,42 @@ def table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
-    p = ArgumentParser(__doc__)
-    p.add_argument("--tag", required=True, help="names the output files text-<tag>.*")
-    p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
-    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
-    p.add_argument(
-        "--data", default=None, help=f"text file (default {DEFAULT_DATA}; smoke: built-in)"
-    )
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
-    p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
-    p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
-    p.add_argument("--jobs", type=int, default=1, help="runs at once, one thread each")
-    p.add_argument("--out", default="runs/text", help="run folders go to OUT/<tag>/")
-    p.add_argument("--results", default=None, help="table folder (default experiments/results)")
-    p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
-    p.add_flags("smoke", "progress")
+    p = study_parser(__doc__, "text")
+    p.add_argument("--data", help=f"text file (default {DEFAULT_DATA}; smoke: built-in)")
     a = p.parse_args(argv)
-    for flag in ("seeds", "steps", "jobs", "samples"):
-        at_least(getattr(a, flag), 1, f"--{flag}")
-    if not a.tag.replace("-", "").replace("_", "").isalnum():
-        raise UsageError(f"--tag {a.tag!r}: use letters, digits, '-' and '_'")
-    results = check_writable(
-        a.results or (a.out if a.smoke else "experiments/results"), "--results"
-    )
-    results.mkdir(parents=True, exist_ok=True)
-    command = "python experiments/text_study.py " + shlex.join(raw)
-    if a.combine:
-        rows, records = combine(a.combine, results, "text")
-        base = RunConfig.from_dict(next(iter(records.values()))["config"])
-        title = f"{', '.join(a.combine)} combined ({a.tag})"
-        details = [f"- from `text-{t}.md`: {r['command']}" for t, r in records.items()]
-        commands = [r["command"] for r in records.values()] + [command]
-    else:
+
+    def base() -> RunConfig:
         data = a.data if a.data is not None else (None if a.smoke else DEFAULT_DATA)
         if data is not None and not Path(data).is_file():
             raise UsageError(f"--data {data}: no such file")
-        base = smoke_config() if a.smoke else text_config()
-        base = base.override(data={"path": data})
-        if a.steps:
-            base = base.override(train={"steps": a.steps})
-        root = Path(a.out) / a.tag
-        args = [
-            (label, c, root / label / f"seed{c.train.seed}", a.samples)
-            for label, c in configs_for(a, base)
-        ]
-        t0 = time.perf_counter()
-        rows = train_all(run_one, args, a.jobs, not a.no_progress, "text runs")
-        reused = sum(bool(r.get("reused")) for r in rows)
-        title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
-        details = [
-            f"- training: {base.train.steps} SVI steps, batch {base.train.batch_size}, "
-            f"lr {base.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
-            f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
-            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
-            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
-        ]
-        commands = [command]
-    corpus = data_for(base)
-    labels = list(dict.fromkeys(r["label"] for r in rows))
+        return (smoke_config() if a.smoke else text_config()).override(data={"path": data})
+
+    study = run_study(a, "text_study.py", raw, base, run_one)
+    c = study.base
+    sha = data_for(c).record().get("sha256", "?")[:12]
     lines = [
-        f"# Text: {title}",
+        f"# Text: {study.title}",
         "",
-        f"- preset: `text512` — {json.dumps(base.model.__dict__)}",
-        f"- corpus: {base.data.path or 'built-in'} (sha256 {corpus.record().get('sha256', '?')[:12]}…), "
-        f"held-out: {base.train.val_batches} × {base.train.batch_size} windows of the last "
-        f"{100 * base.data.val_fraction:.0f}%",
-        *details,
+        f"- preset: `text512` — {json.dumps(c.model.__dict__)}",
+        f"- corpus: {c.data.path or 'built-in'} (sha256 {sha}…), held-out: "
+        f"{c.train.val_batches} × {c.train.batch_size} windows of the last "
+        f"{100 * c.data.val_fraction:.0f}%",
+        *study.details,
         "",
         "Regenerate:",
         "",
         "```bash",
-        *commands,
+        *study.commands,
         "```",
         "",
-        *table(rows, labels),
+        *table(study.rows, study.labels),
     ]
-    write_text(results / f"text-{a.tag}.md", "\n".join(lines) + "\n")
-    record = {"command": command, "config": base.to_dict(), "versions": versions(), "runs": rows}
-    write_json(results / f"text-{a.tag}.json", record)
-    title = f"tinyshakespeare ({a.tag}): cost vs held-out nats"
+    write_study(study, "text", a.tag, lines)
     pareto(
-        rows,
-        labels,
-        results / f"text-{a.tag}-pareto.png",
-        title,
+        study.rows,
+        study.labels,
+        study.results / f"text-{a.tag}-pareto.png",
+        f"tinyshakespeare ({a.tag}): cost vs held-out nats",
         "nats_hard",
         "held-out nats/token, hard routing",
     )
