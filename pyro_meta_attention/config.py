@@ -11,12 +11,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
+POSITIONS = ("rope", "learned")  # ModelConfig.positions
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 256  # byte-level LM: one token per byte
-    block_size: int = 128  # T, tokens per training window (also the positional table size)
+    block_size: int = 128  # T, tokens per training window (and the table of learned positions)
     n_layer: int = 2  # transformer blocks, each with one routing site
     n_head: int = 4  # H, attention heads
     n_embd: int = 128  # C, channels; head size D = C / H
@@ -24,6 +25,9 @@ class ModelConfig:
     chunk: int = 16  # chunk length of the chunked linear attention
     dropout: float = 0.0  # dropout in the MLP and residual paths
     token_shift: bool = False  # add a learned linear map of the previous token's embedding
+    positions: str = "rope"  # "rope": rotary queries and keys, any length; "learned": a table
+    # of block_size absolute positions (every run before rotary; such a config.json has no field)
+    rope_linear: bool = False  # rotate the linear mechanism's queries and keys too (before phi)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "window", "chunk"):
@@ -33,6 +37,16 @@ class ModelConfig:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head size, got {self.head_dim}")
+        if self.rope_linear and self.positions != "rope":
+            raise ValueError("rope_linear needs positions = 'rope'")
+
+    @property
+    def rotary(self) -> bool:
+        return self.positions == "rope"
 
     @property
     def head_dim(self) -> int:
@@ -132,6 +146,8 @@ class RunConfig:
             extra = set(values) - {f.name for f in fields(kind)}
             if extra:
                 raise ValueError(f"unknown {name} config field(s): {sorted(extra)}")
+            if name == "model" and "positions" not in values:  # written before rotary positions
+                values = {**values, "positions": "learned"}
             sections[name] = kind(**values)
         return cls(**sections)
 

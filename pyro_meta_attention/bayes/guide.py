@@ -4,7 +4,8 @@ What it reads, with the cost in view: re-running the transformer to read each la
 state made a prototype's SVI step 1.5x slower; this guide reads only information available
 before any attention runs — its own token embedding e_t, a causal depthwise convolution over
 the last `context` embeddings (cheap causal context), the salience ||e_t|| / sqrt(E), and the
-position t / block_size — and emits all layers' concentrations at once: [B, T, L, M].
+position min(t, block_size) / block_size (it stays 1 past the training length, where a model with
+rotary positions goes on) — and emits all layers' concentrations at once: [B, T, L, M].
 
 Numerical safety: the concentration is squashed into [floor, cap] smoothly in log space,
 a = exp(log floor + (log cap - log floor) · sigmoid(raw)). Below ~0.03 Dirichlet reparameterised
@@ -96,7 +97,7 @@ class RoutingGuide(PyroModule):
         ctx = self.context(F.pad(e.transpose(1, 2), (k - 1, 0))).transpose(1, 2)  # [B, T, E]
         salience = e.norm(dim=-1, keepdim=True) / math.sqrt(e.shape[-1])  # [B, T, 1]
         positions = torch.arange(offset, offset + T, device=x.device, dtype=e.dtype)
-        pos = (positions / self.block_size).expand(B, T)
+        pos = (positions.clamp(max=self.block_size) / self.block_size).expand(B, T)
         features = torch.cat([e, ctx, salience, pos[..., None]], dim=-1)  # [B, T, 2E + 2]
         return self.mlp(features).view(B, T, self.n_layer, -1)
 

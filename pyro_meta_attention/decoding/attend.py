@@ -60,8 +60,12 @@ def attend_step(
     alpha: Tensor | None,
     *,
     window: int,
+    q_linear: Tensor | None = None,
 ) -> Tensor:
-    """q [B, H, 1, D] of the newest position, assignment [B], alpha [B, M] -> [B, H, 1, D]."""
+    """q [B, H, 1, D] of the newest position, assignment [B], alpha [B, M] -> [B, H, 1, D];
+    the linear mechanism reads q_linear instead of q when given (unrotated under rotary
+    positions)."""
+    ql = q if q_linear is None else q_linear
     runs = executed(assignment, alpha)  # [B, M]
     soft = (assignment == -1).tolist()
     members = runs.T.tolist()  # M x B
@@ -69,14 +73,15 @@ def attend_step(
     if sum(map(any, members)) == 1 and not any(soft):  # one mechanism, every row hard
         m = next(m for m in range(len(MECHANISMS)) if any(members[m]))
         if all(members[m]):
-            return _mechanism(m, layer, q, slice(0, B), window)
+            return _mechanism(m, layer, ql if m == LINEAR else q, slice(0, B), window)
     out = q.new_zeros(q.shape)
     weight = None
     if any(soft):  # alpha for soft rows, 1 for hard ones: [B, M]
         weight = torch.where(assignment[:, None] == -1, alpha.to(q.dtype), 1.0)
     for m in range(len(MECHANISMS)):
         for rows in row_runs(members[m]):
-            o = _mechanism(m, layer, q[rows], rows, window)  # [b, H, 1, D]
+            qm = ql if m == LINEAR else q
+            o = _mechanism(m, layer, qm[rows], rows, window)  # [b, H, 1, D]
             if weight is not None:
                 o = o * weight[rows, m, None, None, None]
             out[rows] += o

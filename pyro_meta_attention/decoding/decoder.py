@@ -10,9 +10,11 @@ it (`routing.py`) and runs each layer with `attend.attend_step` against the stat
 steps together give the logits the forward pass gives the whole sequence under the same routing
 (`Decoder.route`): tests/decoding/test_decoder.py checks this to float64 precision.
 
-Positions: the network's positions are a learned table of `block_size` rows, so a sequence can
-be decoded to `block_size` tokens; a step beyond it raises `PositionLimitError` and leaves the
-state as it was.
+Positions: under rotary positions (`ModelConfig.positions = "rope"`) a sequence decodes to any
+length: the state grows (`state.py`), and `max_context` N bounds it to the last N keys (full
+attention then sees those N only). A model with learned positions (runs made before rotary
+positions) has a table of `block_size` rows: a step beyond it raises `PositionLimitError` and
+leaves the state as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ Router = GuideRouter | MixRouter
 
 
 class PositionLimitError(ValueError):
-    """A position beyond the network's positional table (`ModelConfig.block_size`)."""
+    """A position beyond a learned positional table (`ModelConfig.block_size`)."""
 
 
 @dataclass
@@ -50,9 +52,11 @@ class DecodeMeter:
 class Decoder:
     """Prefill + incremental decoding with per-mechanism state; device and dtype from `net`.
 
-    capacity: positions the state holds (default and maximum: `block_size`); keep_linear:
-    whether the state keeps the linear running state (default: iff the router can route a
-    token linear; True lets another decoder continue from this one's state, `start_from`).
+    capacity: positions the state first allocates room for (default `block_size`; it grows);
+    keep_linear: whether the state keeps the linear running state (default: iff the router can
+    route a token linear; True lets another decoder continue from this one's state,
+    `start_from`); max_context: keep only the last N keys and values (None: all; at least the
+    local window; rotary positions only).
     """
 
     def __init__(
@@ -61,16 +65,24 @@ class Decoder:
         router: Router,
         capacity: int | None = None,
         keep_linear: bool | None = None,
+        max_context: int | None = None,
     ):
         self.net = net
         self.router = router
         self.keep_linear = bool(router.possible[LINEAR]) if keep_linear is None else keep_linear
         self.config = net.config
         self.capacity = self.config.block_size if capacity is None else capacity
-        if not 1 <= self.capacity <= self.config.block_size:
-            raise ValueError(
-                f"capacity must be in 1 .. block_size {self.config.block_size}, got {capacity}"
-            )
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if max_context is not None:
+            if not self.config.rotary:
+                raise ValueError("max_context needs rotary positions; this model's are learned")
+            if max_context < self.config.window:
+                raise ValueError(
+                    f"max_context must be >= the local window {self.config.window}, "
+                    f"got {max_context}"
+                )
+        self.max_context = max_context
         self.state: DecodeState | None = None
         self.routes: list[Route] = []
         self.meter = DecodeMeter()
@@ -93,28 +105,40 @@ class Decoder:
         if idx.dim() != 2 or idx.shape[1] < 1:
             raise ValueError(f"prompt must be [B, T] with T >= 1, got {tuple(idx.shape)}")
         B, T = idx.shape
-        if self.capacity < T:
+        if not self.config.rotary and self.config.block_size < T:
             raise PositionLimitError(
-                f"prompt of {T} tokens exceeds the decoder's capacity {self.capacity} "
-                f"(block_size {self.config.block_size})"
+                f"prompt of {T} tokens exceeds block_size {self.config.block_size}: this "
+                "model's learned positions end there"
             )
+        if self.max_context is not None and self.max_context < T:
+            raise ValueError(f"prompt of {T} tokens is longer than max_context {self.max_context}")
         route = self.router.prefill(idx)
         c = self.config
         like = self.net.tok_emb.weight
+        capacity = max(self.capacity, T)
         layers = [
-            LayerState.empty(B, c.n_head, c.head_dim, self.capacity, self.keep_linear, like)
+            LayerState.empty(
+                B, c.n_head, c.head_dim, capacity, self.keep_linear, like, self.max_context
+            )
             for _ in range(c.n_layer)
         ]
         x = self.net.embed(idx)  # [B, T, C]
         for i, (block, layer) in enumerate(zip(self.net.blocks, layers, strict=True)):
             alpha, assignment = route.layer(i)  # [B, T, M], [B, T]
-            q, k, v = block.attn.heads(block.ln1(x))  # [B, H, T, D] each
+            h = block.attn.heads(block.ln1(x))  # [B, H, T, D] each
             o = routed_attention(
-                q, k, v, assignment, alpha.to(q), window=c.window, chunk=c.chunk
+                h.q,
+                h.k,
+                h.v,
+                assignment,
+                alpha.to(h.q),
+                window=c.window,
+                chunk=c.chunk,
+                linear_qk=(h.q_linear, h.k_linear),
             )  # [B, H, T, D]
-            layer.append(k, v)
+            layer.append(h.k, h.v, h.k_linear)
             x = _finish(block, x, o)
-        tokens = idx.new_zeros(B, self.capacity)
+        tokens = idx.new_zeros(B, capacity)
         tokens[:, :T] = idx
         self.state = DecodeState(layers, tokens, T)
         self.routes = [route]
@@ -126,8 +150,8 @@ class Decoder:
         the routing of its positions is not this decoder's, so `route` covers the steps only."""
         if self.keep_linear and any(layer.state is None for layer in state.layers):
             raise ValueError("this decoder routes linear, but the state keeps no linear state")
-        if state.tokens.shape[1] != self.capacity:
-            raise ValueError(f"state capacity {state.tokens.shape[1]} != {self.capacity}")
+        if any(layer.max_context != self.max_context for layer in state.layers):
+            raise ValueError(f"the state's max_context is not this decoder's {self.max_context}")
         if getattr(self.router, "budget", None) is not None:
             raise ValueError("budget routing counts the prompt's cost: start with prefill")
         self.state = state
@@ -141,32 +165,32 @@ class Decoder:
         if state is None:
             raise ValueError("prefill a prompt before decoding steps")
         t = state.length
-        if t >= self.config.block_size:
+        if not self.config.rotary and t >= self.config.block_size:
             raise PositionLimitError(
                 f"position {t} is beyond the positional table: this model's learned positions "
                 f"end at block_size {self.config.block_size}"
             )
-        if t >= self.capacity:
-            raise ValueError(f"decoding state is full (capacity {self.capacity})")
         if token.shape != (state.tokens.shape[0],):
             raise ValueError(
                 f"token must be [B] = [{state.tokens.shape[0]}], got {tuple(token.shape)}"
             )
-        state.tokens[:, t] = token
+        state.put_token(token)
         start = max(0, t - self.router.context + 1)
         route = self.router.step(state.tokens[:, start : t + 1], start)  # T = 1
         c = self.config
         x = self._embed(token, t)  # [B, 1, C]
         for i, (block, layer) in enumerate(zip(self.net.blocks, state.layers, strict=True)):
             alpha, assignment = route.alpha[:, 0, i], route.assignment[:, 0, i]  # [B, M], [B]
-            q, k, v = block.attn.heads(block.ln1(x))  # [B, H, 1, D] each
+            h = block.attn.heads(block.ln1(x), start=t)  # [B, H, 1, D] each
             t0 = time.perf_counter()
-            layer.append(k, v)
-            o = attend_step(layer, q, assignment, alpha, window=c.window)  # [B, H, 1, D]
+            layer.append(h.k, h.v, h.k_linear)
+            o = attend_step(
+                layer, h.q, assignment, alpha, window=c.window, q_linear=h.q_linear
+            )  # [B, H, 1, D]
             self.meter.attention_s += time.perf_counter() - t0
             flops = step_flops(
                 executed(assignment, alpha),
-                t + 1,
+                min(t + 1, self.max_context or t + 1),
                 n_head=c.n_head,
                 head_dim=c.head_dim,
                 window=c.window,
@@ -189,7 +213,7 @@ class Decoder:
             if t > 0:
                 prev = net.tok_emb(self.state.tokens[:, t - 1 : t])
             e = e + net.shift(prev)
-        return e + net.pos_emb.weight[t]
+        return e if net.pos_emb is None else e + net.pos_emb.weight[t]
 
 
 def _finish(block: Block, x: Tensor, o: Tensor) -> Tensor:

@@ -48,11 +48,11 @@ def generate(
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     last = prompt.shape[1] + max_new_tokens - 1  # the last position decoded
-    if last > decoder.capacity:
+    if not decoder.config.rotary and last > decoder.config.block_size:
         raise PositionLimitError(
             f"a prompt of {prompt.shape[1]} tokens and {max_new_tokens} new ones need "
-            f"{last} positions; this model has {decoder.capacity} (block_size "
-            f"{decoder.config.block_size}: its learned positions end there)"
+            f"{last} positions; this model has {decoder.config.block_size} (block_size: its "
+            "learned positions end there)"
         )
     logits = decoder.prefill(prompt)[:, -1]  # [B, V]
     out = [prompt]

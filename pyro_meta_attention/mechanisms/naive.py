@@ -46,3 +46,17 @@ def linear_attention_ref(q: Tensor, k: Tensor, v: Tensor, eps: float = LINEAR_EP
     A = feature_map(q) @ feature_map(k).transpose(-1, -2)  # [B, H, T, T]
     A = A.masked_fill(~_causal_band(q.shape[-2], None, q.device), 0.0)
     return (A @ v) / (A.sum(-1, keepdim=True) + eps)
+
+
+def rotary_ref(x: Tensor, start: int = 0) -> Tensor:
+    """Rotary positions in float64 as complex multiplication: the channel pair (i, i + D/2) is
+    z = x_i + j x_{i+D/2}, multiplied by exp(j t theta_i) at position t. [B, H, T, D] -> same."""
+    x = x.double()
+    D, T = x.shape[-1], x.shape[-2]
+    half = D // 2
+    theta = 10_000.0 ** (-2.0 * torch.arange(half, dtype=torch.float64) / D)  # [D/2]
+    t = torch.arange(start, start + T, dtype=torch.float64)
+    z = torch.complex(x[..., :half], x[..., half:]) * torch.polar(
+        torch.ones(T, half, dtype=torch.float64), t[:, None] * theta
+    )
+    return torch.cat([z.real, z.imag], dim=-1)

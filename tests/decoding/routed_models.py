@@ -22,12 +22,23 @@ PRIORS = [
 ]
 
 
-def routed_model(prior: str = "compute-dirichlet", token_shift: bool = True, n_layer: int = 2):
+# (positions, rope_linear): learned positions (runs before rotary), rotary for full and local
+# only (the default), rotary for all three mechanisms.
+POSITIONS = [("learned", False), ("rope", False), ("rope", True)]
+
+
+def routed_model(
+    prior: str = "compute-dirichlet",
+    token_shift: bool = True,
+    n_layer: int = 2,
+    positions: str = "rope",
+    rope_linear: bool = False,
+):
     """(config, model, guide) in float64; the guide's last layer is random (seeded), not at the
     prior, so its routing differs from token to token."""
-    config = smoke_config(
-        prior={"name": prior}, model={"token_shift": token_shift, "n_layer": n_layer}
-    )
+    model = {"token_shift": token_shift, "n_layer": n_layer}
+    model |= {"positions": positions, "rope_linear": rope_linear}
+    config = smoke_config(prior={"name": prior}, model=model)
     torch.manual_seed(0)
     model, guide = build(config)
     model, guide = model.double().eval(), guide.double().eval()

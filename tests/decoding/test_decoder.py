@@ -1,9 +1,11 @@
 """Prefill + incremental decoding against the forward pass of the whole sequence, and the limits
 of the positional table."""
 
+from dataclasses import replace
+
 import pytest
 import torch
-from routed_models import POLICIES, PRIORS, decode, make_decoder, routed_model, tokens
+from routed_models import POLICIES, POSITIONS, PRIORS, decode, make_decoder, routed_model, tokens
 
 from pyro_meta_attention.decoding import Decoder, MixRouter, PositionLimitError, generate
 
@@ -20,11 +22,12 @@ def forward_logits(model, decoder: Decoder, x: torch.Tensor) -> torch.Tensor:
     return model.net(x, list(route.alpha.unbind(2)), list(route.assignment.unbind(2)))
 
 
+@pytest.mark.parametrize("positions,rope_linear", POSITIONS)
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("prior", PRIORS)
-def test_decoding_equals_the_forward_pass(prior, policy):
+def test_decoding_equals_the_forward_pass(prior, policy, positions, rope_linear):
     """B = 3, prompt 5, then 24 steps to T = 29: crosses the window and chunk (8) at 8, 16, 24."""
-    config, model, guide = routed_model(prior)
+    config, model, guide = routed_model(prior, positions=positions, rope_linear=rope_linear)
     decoder = make_decoder(config, model, guide, policy)
     x = tokens(3, 29)
     got = decode(decoder, x, prompt=5)
@@ -72,8 +75,49 @@ def test_the_state_after_prefill_equals_the_state_after_steps():
         torch.testing.assert_close(a.norm, b.norm, rtol=0, atol=TOL)
 
 
+@pytest.mark.parametrize("rope_linear", [False, True])
+@pytest.mark.parametrize("policy", ["soft", "threshold:0.5"])
+def test_rotary_decoding_goes_past_the_training_length(policy, rope_linear):
+    """block_size 32: prompt 5, then 95 steps to T = 100, the state growing from 32 rows (at 32
+    and 64); equal to the forward pass of all 100 tokens, which rotary positions allow."""
+    config, model, guide = routed_model(rope_linear=rope_linear)
+    decoder = make_decoder(config, model, guide, policy)
+    x = tokens(2, 100)
+    got = decode(decoder, x, prompt=5)
+    torch.testing.assert_close(got, forward_logits(model, decoder, x), rtol=0, atol=TOL)
+    assert decoder.state.layers[0].capacity == 128 and decoder.state.tokens.shape == (2, 128)
+
+
+def test_max_context_turns_full_attention_into_a_window_and_leaves_the_rest():
+    """With max_context N an all-full decoder is the forward pass of the same weights with a
+    local window of N for every token; local (w = 8 <= N) and linear tokens are unchanged."""
+    config, model, _ = routed_model(token_shift=False)
+    N, x = 12, tokens(2, 70)
+    decoder = Decoder(model.net, MixRouter((1.0, 0.0, 0.0), 2), max_context=N)
+    got = decode(decoder, x, prompt=N)
+    windowed = type(model.net)(replace(config.model, window=N)).double()
+    windowed.load_state_dict(model.net.state_dict())
+    local = [torch.full((2, 70), 2)] * 2
+    want = windowed(x, [torch.nn.functional.one_hot(a, 3).double() for a in local], local)
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+    assert decoder.state.layers[0].capacity == 2 * N  # one buffer of 2N rows, never grown
+    mixes = [
+        Decoder(model.net, MixRouter((0.0, 0.5, 0.5), 2, seed=4), max_context=c) for c in (N, None)
+    ]
+    bounded, unbounded = (decode(d, x, prompt=4) for d in mixes)
+    torch.testing.assert_close(bounded, unbounded, rtol=0, atol=TOL)
+    with pytest.raises(ValueError, match="longer than max_context 12"):
+        decoder.prefill(tokens(1, 13))
+    with pytest.raises(ValueError, match="local window 8"):
+        Decoder(model.net, MixRouter((1.0, 0.0, 0.0), 2), max_context=7)
+    _, learned, _ = routed_model(positions="learned")
+    with pytest.raises(ValueError, match="rotary"):
+        Decoder(learned.net, MixRouter((1.0, 0.0, 0.0), 2), max_context=16)
+
+
 def test_a_step_beyond_block_size_is_a_clear_error_and_changes_nothing():
-    config, model, guide = routed_model()
+    """Learned positions (runs before rotary) end at block_size."""
+    config, model, guide = routed_model(positions="learned")
     decoder = make_decoder(config, model, guide, "hard")
     x = tokens(1, 32)
     decode(decoder, x, prompt=30)
@@ -86,7 +130,7 @@ def test_a_step_beyond_block_size_is_a_clear_error_and_changes_nothing():
 
 
 def test_generate_refuses_more_tokens_than_positions_before_any_work():
-    config, model, guide = routed_model()
+    config, model, guide = routed_model(positions="learned")
     decoder = make_decoder(config, model, guide, "hard")
     with pytest.raises(PositionLimitError, match="33 positions"):
         generate(decoder, tokens(1, 10), max_new_tokens=24)

@@ -37,8 +37,38 @@ def test_capacity_and_bytes():
         "linear_state": B * H * (D * D + D) * 8,
     }
     assert filled(linear=False).nbytes()["linear_state"] == 0
-    with pytest.raises(ValueError, match="capacity 12"):
-        layer.append(*(torch.zeros(B, H, 3, D, dtype=torch.float64),) * 2)
+
+
+def one_by_one(layer: LayerState, n: int) -> tuple[torch.Tensor, int]:
+    """Append n random positions one at a time: (all keys appended [B, H, n, D], re-allocations)."""
+    gen = torch.Generator().manual_seed(1)
+    keys, moves = [], 0
+    for _ in range(n):
+        k = torch.randn(B, H, 1, D, generator=gen, dtype=torch.float64)
+        before = layer.keys.data_ptr()
+        layer.append(k, k)
+        keys.append(k)
+        moves += layer.keys.data_ptr() != before
+    return torch.cat(keys, 2), moves
+
+
+def test_the_cache_grows_by_doubling():
+    """1,000 positions from room for 4: re-allocated 8 times (4 -> 8 -> ... -> 1024), not once
+    per token, and every key is where it was appended."""
+    layer = LayerState.empty(B, H, D, 4, False, torch.zeros((), dtype=torch.float64))
+    keys, moves = one_by_one(layer, 1000)
+    assert (moves, layer.capacity, layer.length) == (8, 1024, 1000)
+    assert torch.equal(layer.cached(slice(None))[0], keys)
+
+
+def test_max_context_keeps_the_last_keys_in_one_buffer():
+    """N = 5: the buffer stays 10 rows (never re-allocated), reads see the last 5 positions."""
+    like = torch.zeros((), dtype=torch.float64)
+    layer = LayerState.empty(B, H, D, 4, False, like, max_context=5)
+    keys, moves = one_by_one(layer, 37)
+    assert (moves, layer.capacity, layer.length) == (0, 10, 37)
+    assert torch.equal(layer.cached(slice(None))[0], keys[:, :, -5:])
+    assert torch.equal(layer.cached(slice(None), last=3)[0], keys[:, :, -3:])
 
 
 def test_soft_rows_skip_mechanisms_of_zero_weight():

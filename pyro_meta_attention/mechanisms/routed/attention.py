@@ -14,10 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import MECHANISMS
 from ..checks import check_qkv, check_size
 from ..full import full_attention
 from .kernels import routed_mechanism
 from .plan import N_MECHANISMS, row_index
+
+LINEAR = MECHANISMS.index("linear")
 
 
 def routed_attention(
@@ -29,20 +32,25 @@ def routed_attention(
     *,
     window: int,
     chunk: int,
+    linear_qk: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Attention where each token runs only its routed mechanism.
 
     q, k, v: [B, H, T, D]. assignment: int64 [B, T], m in {0, 1, 2} (index into `MECHANISMS`)
     routes the token to that mechanism alone; -1 makes it soft: it runs all three and mixes them
     with alpha [B, T, M] (required iff some token is soft; read only at soft tokens).
-    Returns [B, H, T, D].
+    linear_qk: the queries and keys the linear mechanism reads instead of q, k (each
+    [B, H, T, D]; unrotated ones under rotary positions). Returns [B, H, T, D].
     """
     check_routing(q, k, v, assignment, alpha, window=window, chunk=chunk)
+    if linear_qk is not None and any(x.shape != q.shape for x in linear_qk):
+        raise ValueError(f"linear_qk must be two tensors of q's shape {tuple(q.shape)}")
     soft = assignment == -1  # [B, T]
     mix = alpha is not None and bool(soft.any())
     if not mix and bool((assignment == 0).all()):  # every token full: the dense causal kernel
         return full_attention(q, k, v)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the packing below views memory
+    ql, kl = (q, k) if linear_qk is None else (x.contiguous() for x in linear_qk)
     B, H, T, D = q.shape
     # Output rows (b, h, t) flattened, plus one spare row that padding slots write to. With
     # only hard tokens every row is written exactly once, so no zero fill or accumulation.
@@ -52,7 +60,8 @@ def routed_attention(
         member = (assignment == m) | soft  # [B, T]
         if not bool(member.any()):
             continue
-        for o, pos, valid in routed_mechanism(m, q, k, v, member, window=window, chunk=chunk):
+        qm, km = (ql, kl) if m == LINEAR else (q, k)
+        for o, pos, valid in routed_mechanism(m, qm, km, v, member, window=window, chunk=chunk):
             target = torch.where(valid[:, None], row_index(pos, H, T), B * H * T)  # [B, H, *S]
             if mix:
                 flat = pos.flatten(1)

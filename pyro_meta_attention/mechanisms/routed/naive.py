@@ -22,14 +22,17 @@ def routed_attention_ref(
     alpha: Tensor | None = None,
     *,
     window: int,
+    linear_qk: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """sum_m alpha'_m * mechanism_m(q, k, v) in float64: [B, H, T, D]."""
+    """sum_m alpha'_m * mechanism_m(q, k, v) in float64: [B, H, T, D]; the linear mechanism
+    reads linear_qk instead of q, k when given."""
+    ql, kl = (q, k) if linear_qk is None else linear_qk
     weights = F.one_hot(assignment.clamp(min=0), N_MECHANISMS).double()  # [B, T, M]
     if alpha is not None:
         weights = torch.where((assignment == -1)[..., None], alpha.double(), weights)
     outs = (
         full_attention_ref(q, k, v),
-        linear_attention_ref(q, k, v),
+        linear_attention_ref(ql, kl, v),
         local_attention_ref(q, k, v, window),
     )  # MECHANISMS order, each [B, H, T, D]
     return sum(weights[:, None, :, m, None] * o for m, o in enumerate(outs))

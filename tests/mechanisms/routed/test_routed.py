@@ -95,6 +95,29 @@ def test_gradients_match_dense_mixture(soft: float, T: int) -> None:
         torch.testing.assert_close(g, w, rtol=0, atol=TOL, msg=f"grad {name}")
 
 
+@pytest.mark.parametrize("T", [63, 257])
+def test_linear_reads_its_own_queries_and_keys(T: int) -> None:
+    """linear_qk (unrotated queries and keys under rotary positions): outputs and gradients of
+    all five inputs against the naive mixture given the same pairs."""
+    assignment, alpha = random_routing(T, (0.2, 0.3, 0.2, 0.3), seed=13)
+    inputs = qkv(T, seed=14) + qkv(T, seed=15)[:2]  # q, k, v, q_linear, k_linear
+    q, k, v, ql, kl = inputs
+    got = routed_attention(q, k, v, assignment, alpha, window=16, chunk=32, linear_qk=(ql, kl))
+    want = routed_attention_ref(q, k, v, assignment, alpha, window=16, linear_qk=(ql, kl))
+    torch.testing.assert_close(got, want, rtol=0, atol=TOL)
+    plain = routed_attention_ref(q, k, v, assignment, alpha, window=16)
+    assert (got - plain).abs().max() > 1e-3  # the linear tokens read the other pair
+    grad_out = torch.randn(B, H, T, D, generator=torch.Generator().manual_seed(16)).double()
+    got_grads = torch.autograd.grad(got, inputs, grad_out)
+    want_grads = torch.autograd.grad(want, inputs, grad_out)
+    for name, g, w in zip(
+        ["q", "k", "v", "q_linear", "k_linear"], got_grads, want_grads, strict=True
+    ):
+        torch.testing.assert_close(g, w, rtol=0, atol=TOL, msg=f"grad {name}")
+    with pytest.raises(ValueError, match="linear_qk"):
+        routed_attention(q, k, v, assignment, alpha, window=16, chunk=32, linear_qk=(ql[:1], kl))
+
+
 def test_causal() -> None:
     # Changing q, k, v after position t leaves every output at positions <= t unchanged.
     T, t, window, chunk = 257, 150, 32, 64
