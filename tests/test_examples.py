@@ -168,8 +168,10 @@ def check_decision_price(out: Path, stdout: str) -> None:
 
 
 def check_generate(out: Path, stdout: str) -> None:
-    assert stdout.startswith("import ") and "[8 bytes in" in stdout
+    """100 bytes from a model trained at block_size 32, keeping 16 keys."""
+    assert stdout.startswith("import ") and "[100 bytes in" in stdout
     assert "route per token" in stdout and "epistemic mean" in stdout
+    assert "after 106 positions" in stdout and "16 positions kept, max_context 16" in stdout
     assert (out / "stats.png").stat().st_size > 5_000
 
 
@@ -212,8 +214,8 @@ EXAMPLES = [
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (
-        "generate.py --smoke --max-new-tokens 8 --temperature 0.8 --top-k 5 --policy budget:0.5 "
-        "--stats --stats-png {out}/stats.png",
+        "generate.py --smoke --max-new-tokens 100 --max-context 16 --temperature 0.8 --top-k 5 "
+        "--policy budget:0.5 --stats --stats-png {out}/stats.png",
         check_generate,
     ),
     (

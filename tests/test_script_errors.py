@@ -72,7 +72,8 @@ BAD_INPUTS = [
     ("generate.py --smoke --prompt a --prompt-file b", "exactly one of --prompt"),
     ("generate.py --smoke --prompt ", "the prompt is empty"),
     ("generate.py --smoke --prompt-file " + MISSING, "No such file"),
-    ("generate.py --smoke --max-new-tokens 30", "learned positions end there"),
+    ("generate.py --smoke --max-context 4", "local window 8"),
+    ("generate.py --smoke --max-context 0", "--max-context"),
     ("generate.py --smoke --temperature -1", "--temperature"),
     ("generate.py --smoke --policy sometimes", "bad policy"),
 ]
@@ -193,3 +194,20 @@ def test_sigterm_saves_and_resume_finishes(tmp_path, run_script):
     proc = run_script("train_svi.py", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert read_checkpoint(out / "checkpoint.pt").finished
+
+
+def test_ctrl_c_during_generation_keeps_what_was_written(tmp_path):
+    """SIGINT while streaming a long generation: the bytes so far stay printed, one closing line
+    says how many, exit code 130."""
+    cmd = [sys.executable, "-u", "experiments/generate.py", "--smoke", "--max-new-tokens", "100000"]
+    root = os.path.dirname(os.path.dirname(__file__))
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = proc.stdout.read(len("import ") + 50)  # the prompt, then generated text
+    proc.send_signal(signal.SIGINT)
+    rest, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert head.startswith(b"import ") and b"Traceback" not in stderr
+    closing = rest.decode("utf-8", errors="replace").strip().splitlines()[-1]
+    written = int(closing.removeprefix("[interrupted after ").split()[0])
+    # the text shows a byte that is not UTF-8 as U+FFFD (3 bytes): fewer bytes than were read
+    assert closing.endswith("of 100000 bytes]") and 17 <= written < 100000
