@@ -4,8 +4,15 @@
         --plot experiments/results/bench_decode.png          # 1k, 4k, 16k; B = 1 and 8
     python experiments/bench_decode.py --context 4096 --batch 1 --mix 25/50/25 --steps 16
     python experiments/bench_decode.py --smoke                      # tiny, for tests
+    python experiments/bench_decode.py --checkpoint runs/default/checkpoint.pt \
+        --json trained.json --plot trained.png      # a trained model: routed vs dense, and nats
+    python experiments/bench_decode.py --smoke --checkpoint smoke   # trains a tiny model first
 
-A random-weight model (L = 2, C = 512, H = 8, D = 64, w = 128, chunk 64, float32) with a
+With --checkpoint, a trained model decodes held-out text at each --context with its own hard
+routing and, side by side, with every token on full attention and a dense K/V cache; the rows
+add the held-out nats of both at that length (experiments/trained_decode.py). Without it:
+
+a random-weight model (L = 2, C = 512, H = 8, D = 64, w = 128, chunk 64, float32) with a
 positional table one step longer than the decode prefills a random prompt of --context bytes
 per sequence, once per (context, B); every variant continues from a copy of that state
 (the prompt's routing changes nothing a step reads: every key is cached and the running state
@@ -37,7 +44,8 @@ from pathlib import Path
 
 import torch
 from bench_hard_routing import parse_mix
-from common import ArgumentParser, UsageError, main_guard
+from common import ArgumentParser, UsageError, main_guard, smoke_checkpoint
+from trained_decode import bench_trained, interleaved_steps, mean_ms, plot_trained
 
 from pyro_meta_attention.config import ModelConfig
 from pyro_meta_attention.decoding import Decoder, MixRouter
@@ -78,26 +86,7 @@ def bench_context(
         decoders[name] = decoder
     del filler
     tokens = torch.randint(0, 256, (warmup + steps, B), generator=gen)
-    total = {name: [] for name in decoders}
-    attention = {name: [] for name in decoders}
-    for i in range(warmup + steps):
-        names = list(decoders)
-        names = names[i % len(names) :] + names[: i % len(names)]  # rotate who goes first
-        for name in names:
-            decoder = decoders[name]
-            before = decoder.meter.attention_s
-            t0 = time.perf_counter()
-            decoder.step(tokens[i])
-            elapsed = time.perf_counter() - t0
-            if i == warmup - 1:  # count FLOPs over the timed steps only
-                decoder.meter.flops = dict.fromkeys(decoder.meter.flops, 0)
-            if i >= warmup:
-                total[name].append(elapsed)
-                attention[name].append(decoder.meter.attention_s - before)
-
-    def mean_ms(times: list[float]) -> float:
-        return 1e3 * statistics.fmean(times)
-
+    total, attention = interleaved_steps(decoders, tokens, warmup)
     dense_flops = sum(decoders["dense"].meter.flops.values())
     rows = []
     for name, decoder in decoders.items():
@@ -137,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--plot", default=None, help="write a PNG here")
+    p.add_argument("--checkpoint", default=None, help="a trained model instead of random weights")
+    p.add_argument("--nats-windows", type=int, default=2, help="held-out windows per context")
     p.add_flags("seed", "smoke")
     a = p.parse_args(argv)
     for mix in a.mix:
@@ -150,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--steps", [a.steps], 1),
         ("--warmup", [a.warmup], 1),
         ("--threads", [a.threads], 0),
+        ("--nats-windows", [a.nats_windows], 1),
     ):
         if min(values) < least:
             raise UsageError(f"{flag} must be >= {least}, got {min(values)}")
@@ -158,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"{Path(path).parent} is not a folder")
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.checkpoint is not None:
+        return main_trained(a, argv)
     contexts, batches, steps = a.context, a.batch, a.steps
     if a.smoke:
         contexts, batches, steps = [min(a.context + [200])], [1, 2], 3
@@ -191,6 +185,37 @@ def main(argv: list[str] | None = None) -> int:
         write_text(Path(a.json), json.dumps(rows, indent=2) + "\n")
     if a.plot:
         plot(rows, Path(a.plot))
+    return 0
+
+
+def main_trained(a: argparse.Namespace, argv: list[str] | None) -> int:
+    """--checkpoint: the trained model's routing against dense decoding of the same weights."""
+    checkpoint, contexts, steps, windows = a.checkpoint, a.context, a.steps, a.nats_windows
+    if a.smoke:
+        if checkpoint == "smoke":
+            checkpoint = str(smoke_checkpoint(a.seed))
+        contexts, steps, windows = [64, 128], 3, 1
+    print(f"CPU, {torch.get_num_threads()} thread(s), B = 1, {steps} timed steps, {checkpoint}")
+    print(
+        f"{'context':>7} {'variant':>7} {'tok/s':>7} {'speedup':>7} {'attn ms':>8} "
+        f"{'total ms':>8} {'attn':>6} {'nats':>6} {'last 1/4':>8} {'step nats':>9} {'KV MB':>7}"
+    )
+    rows = bench_trained(checkpoint, contexts, steps, a.warmup, windows)
+    for row in rows:
+        row |= {"threads": torch.get_num_threads(), "steps": steps, "torch": torch.__version__}
+        print(
+            f"{row['context']:>7} {row['variant']:>7} {row['tokens_per_s']:7.1f} "
+            f"{row['speedup']:7.2f} {row['ms_attention']:8.2f} {row['ms_total']:8.2f} "
+            f"{row['attention_wall_ratio']:6.3f} {row['nats']:6.3f} "
+            f"{row['nats_last_quarter']:8.3f} {row['decode_nats']:9.3f} {row['kv_cache_mb']:7.1f}"
+        )
+    if a.json:
+        command = "python experiments/bench_decode.py " + " ".join(argv or sys.argv[1:])
+        record = {"command": command, "checkpoint": checkpoint, "rows": rows}
+        write_text(Path(a.json), json.dumps(record, indent=2) + "\n")
+    if a.plot:
+        title = f"Decoding {checkpoint}: own hard routing vs dense (CPU, B = 1)"
+        plot_trained(rows, Path(a.plot), title)
     return 0
 
 

@@ -26,6 +26,7 @@ from common import ArgumentParser, UsageError, at_least, load_run, main_guard, s
 from pyro_meta_attention.analysis.length_curve import VARIANTS, bucket, position_nats, windows
 from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.mechanisms.cost import cost_model_for
+from pyro_meta_attention.training.checkpoint import read_checkpoint
 from pyro_meta_attention.training.run_dir import versions, write_json
 
 COLOURS = {"soft": "#7f7f7f", "hard": "#9467bd", "all-full": "#d62728", "all-local": "#2ca02c"}
@@ -33,13 +34,13 @@ COLOURS = {"soft": "#7f7f7f", "hard": "#9467bd", "all-full": "#d62728", "all-loc
 
 def curve(checkpoint: str, label: str, factor: int, count: int, width: int | None) -> dict:
     """One checkpoint's buckets for every variant."""
-    config, model, guide, source = load_run(checkpoint)
-    m = config.model
+    m = read_checkpoint(checkpoint).config.model
     if not m.rotary:
         raise UsageError(
             f"{checkpoint} has learned positions (a run before rotary positions): it cannot "
             f"run past block_size {m.block_size}"
         )
+    config, model, guide, source = load_run(checkpoint)
     if not isinstance(source, Corpus):
         raise UsageError(f"{checkpoint} trained on {config.data.path}: length curves need text")
     length = factor * m.block_size

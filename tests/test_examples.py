@@ -175,6 +175,33 @@ def check_generate(out: Path, stdout: str) -> None:
     assert (out / "stats.png").stat().st_size > 5_000
 
 
+def check_bench_decode_trained(out: Path, stdout: str) -> None:
+    """A smoke model (block_size 32) decodes at 64 and 128: routed and dense rows side by side."""
+    record = json.loads((out / "trained.json").read_text())
+    rows = record["rows"]
+    assert [(r["context"], r["variant"]) for r in rows] == [
+        (T, v) for T in (64, 128) for v in ("routed", "dense")
+    ]
+    for routed, dense in zip(rows[::2], rows[1::2], strict=True):
+        assert dense["speedup"] == 1.0 and dense["step_route_share"] == [1.0, 0.0, 0.0]
+        assert routed["speedup"] == pytest.approx(routed["tokens_per_s"] / dense["tokens_per_s"])
+        assert 0 < routed["nats"] < 8 and 0 < dense["nats"] < 8
+        assert abs(sum(routed["step_route_share"]) - 1) < 1e-9
+    assert (out / "trained.png").stat().st_size > 10_000
+
+
+def check_length_curve(out: Path, stdout: str) -> None:
+    """Smoke: 2 windows of 2 x block_size; every variant has a bucket per 16 positions."""
+    (curve,) = json.loads((out / "curve.json").read_text())["curves"]
+    assert (curve["block_size"], curve["length"], curve["bucket"]) == (32, 64, 16)
+    assert curve["starts"] == [0, 16, 32, 48]
+    assert set(curve["variants"]) == {"soft", "hard", "all-full", "all-local"}
+    for v in curve["variants"].values():
+        assert len(v["nats"]) == 4 and all(0 < n < 8 for n in v["nats"])
+        assert v["beyond_training_length"] > 0
+    assert "beyond" in stdout and (out / "curve.png").stat().st_size > 10_000
+
+
 def check_train_set(out: Path, stdout: str) -> None:
     check_train_run(out, stdout)
     config = json.loads((out / "run" / "config.json").read_text())["config"]
@@ -227,6 +254,12 @@ EXAMPLES = [
         "bench_decode.py --smoke --mix 25/50/25 --json {out}/bench.json --plot {out}/bench.png",
         check_bench_decode,
     ),
+    (
+        "bench_decode.py --smoke --checkpoint smoke --json {out}/trained.json "
+        "--plot {out}/trained.png",
+        check_bench_decode_trained,
+    ),
+    ("length_curve.py --smoke --json {out}/curve.json --plot {out}/curve.png", check_length_curve),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "
         "--no-progress --out {out}",
