@@ -12,6 +12,9 @@ execute over dense causal attention's T(T+1)/2 query-key pairs); wall_ratio = me
 one loop (forward only, inference mode, after warm-up); efficiency = counted_cost_ratio /
 wall_ratio, the share of the counted saving realised on the clock (1.0 = all of it). Each
 mechanism's routed part is timed too (ms_full, ms_linear, ms_local), in a second loop.
+--positions rope (the network's default) includes the rotation of queries and keys in both
+timed calls, as the network runs them (the routed call's linear part reads them unrotated);
+learned (runs before rotary positions) times the kernels alone. Give both to compare.
 
 On CPU it runs one thread by default (--threads 0: torch's default): the machines this was
 written on have 2 cores shared with other jobs. --malloc-top-pad-mb N asks glibc to keep N MB
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import itertools
 import json
 import sys
 from collections.abc import Callable
@@ -34,6 +38,7 @@ from common import ArgumentParser, main_guard
 
 from pyro_meta_attention.analysis.timing import time_interleaved
 from pyro_meta_attention.mechanisms import MECHANISMS, full_attention
+from pyro_meta_attention.mechanisms.rotary import apply_rotary
 from pyro_meta_attention.mechanisms.routed import (
     dense_full_flops,
     routed_attention,
@@ -82,7 +87,13 @@ def random_assignment(shares: tuple[float, ...], B: int, T: int, seed: int) -> t
 
 
 def bench_one(
-    B: int, T: int, mix: str, device: torch.device, dtype: torch.dtype, repeats: int
+    B: int,
+    T: int,
+    mix: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    repeats: int,
+    positions: str = "rope",
 ) -> dict:
     shares = parse_mix(mix)
     gen = torch.Generator().manual_seed(T)
@@ -92,8 +103,24 @@ def bench_one(
     dense_flops = dense_full_flops(B, T, H, D)
     assignment = assignment.to(device)
 
-    dense = {"dense": lambda: full_attention(q, k, v)}
-    routed = {"routed": lambda: routed_attention(q, k, v, assignment, window=WINDOW, chunk=CHUNK)}
+    if positions == "rope":
+        dense = {"dense": lambda: full_attention(apply_rotary(q), apply_rotary(k), v)}
+        routed = {
+            "routed": lambda: routed_attention(
+                apply_rotary(q),
+                apply_rotary(k),
+                v,
+                assignment,
+                window=WINDOW,
+                chunk=CHUNK,
+                linear_qk=(q, k),
+            )  # fmt: skip
+        }
+    else:
+        dense = {"dense": lambda: full_attention(q, k, v)}
+        routed = {
+            "routed": lambda: routed_attention(q, k, v, assignment, window=WINDOW, chunk=CHUNK)
+        }
     parts: dict[str, Callable[[], object]] = {}
     for m, name in enumerate(MECHANISMS):
         member = assignment == m
@@ -113,6 +140,7 @@ def bench_one(
         "B": B,
         "T": T,
         "mix": mix,
+        "positions": positions,
         "counted_cost_ratio": counted,
         "wall_ratio": wall,
         "efficiency": counted / wall,
@@ -133,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=9, help="timed calls per variant")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: default)")
     p.add_argument("--malloc-top-pad-mb", type=int, default=0, help="glibc M_TOP_PAD, MB")
+    p.add_argument(
+        "--positions", nargs="+", default=["rope"], choices=["rope", "learned"],
+        help="rotate q, k in the timed calls (rope) or not (learned)",
+    )  # fmt: skip
     p.add_flags("device", "smoke")
     p.add_argument("--json", default=None, help="write the rows here")
     p.add_argument("--plot", default=None, help="write a PNG of the table here")
@@ -164,24 +196,24 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
 
     rows = []
-    header = f"{'T':>6} {'mix':>9} {'counted':>8} {'wall':>6} {'eff':>5} {'dense ms':>9} {'routed ms':>9}"
+    header = f"{'T':>6} {'pos':>7} {'mix':>9} {'counted':>8} {'wall':>6} {'eff':>5} {'dense ms':>9} {'routed ms':>9}"
     print(
         f"{device.type}, {dtype}, B={a.batch} H={H} D={D} window={WINDOW} chunk={CHUNK}, "
         f"{torch.get_num_threads()} threads, malloc top pad {a.malloc_top_pad_mb} MB"
     )
     print(header + "   full / linear / local ms")
-    for T in lengths:
-        for mix in a.mix:
-            row = bench_one(a.batch, T, mix, device, dtype, repeats)
-            row.update(dtype=str(dtype), threads=torch.get_num_threads(), repeats=repeats)
-            row.update(malloc_top_pad_mb=a.malloc_top_pad_mb, torch=torch.__version__)
-            rows.append(row)
-            print(
-                f"{T:>6} {mix:>9} {row['counted_cost_ratio']:8.3f} {row['wall_ratio']:6.3f} "
-                f"{row['efficiency']:5.2f} {row['ms_dense']:9.1f} {row['ms_routed']:9.1f}   "
-                f"{row['ms_full']:.1f} / {row['ms_linear']:.1f} / {row['ms_local']:.1f}",
-                flush=True,
-            )
+    for T, positions, mix in itertools.product(lengths, a.positions, a.mix):
+        row = bench_one(a.batch, T, mix, device, dtype, repeats, positions)
+        row.update(dtype=str(dtype), threads=torch.get_num_threads(), repeats=repeats)
+        row.update(malloc_top_pad_mb=a.malloc_top_pad_mb, torch=torch.__version__)
+        rows.append(row)
+        print(
+            f"{T:>6} {positions:>7} {mix:>9} {row['counted_cost_ratio']:8.3f} "
+            f"{row['wall_ratio']:6.3f} {row['efficiency']:5.2f} {row['ms_dense']:9.1f} "
+            f"{row['ms_routed']:9.1f}   "
+            f"{row['ms_full']:.1f} / {row['ms_linear']:.1f} / {row['ms_local']:.1f}",
+            flush=True,
+        )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         write_text(Path(a.json), json.dumps(rows, indent=2) + "\n")
@@ -205,7 +237,10 @@ def plot(rows: list[dict], path: Path) -> None:
     def batch(r: dict) -> str:
         return f" B={r['B']}" if r.get("B", 1) != 1 else ""
 
-    labels = [f"T={r['T']}{batch(r)}\n{mix_label(r['mix'])}" for r in rows]
+    def pos(r: dict) -> str:
+        return f" {r['positions']}" if len({x.get("positions") for x in rows}) > 1 else ""
+
+    labels = [f"T={r['T']}{batch(r)}{pos(r)}\n{mix_label(r['mix'])}" for r in rows]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows)), 4))
     ax.bar(

@@ -7,7 +7,9 @@
 Both variants are built from the same config (only the prior differs) and their steps are
 interleaved in one loop, so machine noise hits both alike; the ratio of medians is printed and
 optionally written as JSON. A plain-torch step (no Pyro, alpha fixed at the prior-free router's
-softmax) is timed too, to show Pyro's own overhead.
+softmax) is timed too, to show Pyro's own overhead. --compare-learned adds both SVI variants
+with learned absolute positions (runs before rotary positions) to the same loop: the rotary
+network's step against the learned one's, side by side.
 
 --checkpoint-cost instead times the SVI step with and without writing the training loop's
 checkpoint after it (weights, optimiser, random states; atomically, as `--checkpoint-every 1`
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--checkpoint-cost", action="store_true", help="time steps with and without a checkpoint"
     )
+    p.add_argument("--compare-learned", action="store_true", help="add learned-position variants")
     p.add_flags("smoke")
     a = p.parse_args(argv)
     at_least(a.steps, 2 if a.checkpoint_cost else 1, "--steps")
@@ -95,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
             "none": svi_stepper(base.override(prior={"name": "none"})),
             "plain-torch": plain_stepper(base),
         }
+        if a.compare_learned:
+            learned = base.override(model={"positions": "learned"})
+            variants[f"{a.prior} [learned]"] = svi_stepper(learned)
+            variants["none [learned]"] = svi_stepper(learned.override(prior={"name": "none"}))
         if a.checkpoint_cost:
             variants = {
                 "step": variants[a.prior],
@@ -128,7 +135,14 @@ def ratios(med: dict[str, float], prior: str, size: int | None) -> dict[str, flo
     vs_none, vs_plain = med[prior] / med["none"], med["none"] / med["plain-torch"]
     print(f"{prior} / none = {vs_none:.3f}x")
     print(f"none / plain-torch = {vs_plain:.3f}x")
-    return {"ratio_vs_none": vs_none, "ratio_none_vs_plain": vs_plain}
+    out = {"ratio_vs_none": vs_none, "ratio_none_vs_plain": vs_plain}
+    if f"{prior} [learned]" in med:
+        learned = med[f"{prior} [learned]"] / med["none [learned]"]
+        rope = med[prior] / med[f"{prior} [learned]"]
+        print(f"learned positions: {prior} / none = {learned:.3f}x")
+        print(f"rotary / learned positions ({prior}) = {rope:.3f}x")
+        out |= {"ratio_vs_none_learned": learned, "ratio_rotary_vs_learned": rope}
+    return out
 
 
 def timed(variants: dict, config: RunConfig, warmup: int, steps: int) -> dict[str, float]:

@@ -70,7 +70,9 @@ def check_uncertainty(out: Path, stdout: str) -> None:
 def check_bench_step(out: Path, stdout: str) -> None:
     result = json.loads((out / "bench.json").read_text())
     assert result["ratio_vs_none"] > 0
-    assert set(result["median_step_s"]) == {"compute-dirichlet", "none", "plain-torch"}
+    names = {"compute-dirichlet", "none", "plain-torch"}
+    names |= {"compute-dirichlet [learned]", "none [learned]"}
+    assert set(result["median_step_s"]) == names and result["ratio_rotary_vs_learned"] > 0
 
 
 def check_bench_ddp(out: Path, stdout: str) -> None:
@@ -96,12 +98,13 @@ def check_elbo_variance(out: Path, stdout: str) -> None:
 
 def check_bench_hard_routing(out: Path, stdout: str) -> None:
     rows = json.loads((out / "bench.json").read_text())
-    assert [(row["mix"], row["B"]) for row in rows] == [("25/50/25", 2), ("0/50/50", 2)]
+    got = [(row["positions"], row["mix"], row["B"]) for row in rows]
+    assert got == [(p, m, 2) for p in ("learned", "rope") for m in ("25/50/25", "0/50/50")]
     for row in rows:
         assert {"device", "T", "mix", "counted_cost_ratio", "wall_ratio", "efficiency"} <= set(row)
         assert row["efficiency"] == pytest.approx(row["counted_cost_ratio"] / row["wall_ratio"])
         assert all(f"ms_{m}" in row for m in MECHANISMS)
-    assert rows[1]["ms_full"] == 0.0 and rows[1]["counted_full"] == 0.0
+    assert rows[3]["ms_full"] == 0.0 and rows[3]["counted_full"] == 0.0
     assert (out / "bench.png").stat().st_size > 10_000
 
 
@@ -232,7 +235,10 @@ EXAMPLES = [
         "--set train.full_warmup=2 --out {out}",
         check_text_study,
     ),
-    ("bench_step.py --smoke --steps 2 --warmup 1 --json {out}/bench.json", check_bench_step),
+    (
+        "bench_step.py --smoke --steps 2 --warmup 1 --compare-learned --json {out}/bench.json",
+        check_bench_step,
+    ),
     (
         "bench_step.py --smoke --checkpoint-cost --steps 2 --warmup 0 --json {out}/ck.json",
         check_checkpoint_cost,
@@ -246,7 +252,7 @@ EXAMPLES = [
         check_generate,
     ),
     (
-        "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 "
+        "bench_hard_routing.py --smoke --batch 2 --mix 25/50/25 0/50/50 --positions learned rope "
         "--json {out}/bench.json --plot {out}/bench.png",
         check_bench_hard_routing,
     ),
