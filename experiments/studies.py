@@ -54,15 +54,17 @@ def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
-    """(label, config) for every model x seed; --set applies to the non-fixed models."""
+    """(label, config) for every model x seed; --set applies to the non-fixed models, except
+    that network and data changes (the model and data sections) apply to every model."""
     changes = parse_set(a.set, base)
+    everyone = {k: v for k, v in changes.items() if k in ("model", "data")}
     runs = []
     for spec in a.models:
         name, prior = parse_model(spec)
         fixed = name.startswith("fixed-")
         for seed in range(a.seeds):
             config = base.override(prior={"name": name, **prior}, train={"seed": seed})
-            runs.append((spec, config if fixed else config.override(**changes)))
+            runs.append((spec, config.override(**(everyone if fixed else changes))))
     return runs
 
 
@@ -175,7 +177,12 @@ def study_parser(doc: str, prefix: str) -> ArgumentParser:
     p = ArgumentParser(doc)
     p.add_argument("--tag", required=True, help=f"names the output files {prefix}-<tag>.*")
     p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
-    p.add_argument("--set", nargs="*", default=[], help="SECTION.FIELD=VALUE, non-fixed models")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        help="SECTION.FIELD=VALUE: non-fixed models; model.* and data.* all",
+    )
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
     p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
     p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")
@@ -233,7 +240,8 @@ def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], sco
         title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
         details = [
             f"- training: {config.train.steps} SVI steps, batch {config.train.batch_size}, "
-            f"lr {config.train.lr}; changes for the non-fixed models: {a.set or 'none'}",
+            f"lr {config.train.lr}; --set {a.set or 'none'} (model.* and data.* for every "
+            "model, the rest for the non-fixed ones)",
             f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
             f"run; {len(rows) - reused} runs trained ({reused} reused) in "
             f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",

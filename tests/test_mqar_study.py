@@ -5,7 +5,9 @@ import json
 import pytest
 from common import UsageError
 from mqar_study import RUN_FILE, main
-from studies import combine, finished
+from studies import combine, configs_for, finished, study_parser
+
+from pyro_meta_attention.config import mqar_config
 
 SMOKE = ["--smoke", "--no-progress", "--seeds", "1"]
 
@@ -51,3 +53,13 @@ def test_combine_labels_a_model_by_its_study_when_two_studies_hold_it(tmp_path):
         combine(["c"], tmp_path, "mqar")
     with pytest.raises(UsageError, match="holds only"):
         combine(["b:fixed-full"], tmp_path, "mqar")
+
+
+def test_set_changes_the_network_of_every_model_and_the_recipe_of_the_routers_only():
+    a = study_parser("", "mqar").parse_args(
+        ["--tag", "t", "--models", "fixed-linear", "none", "--seeds", "1", "--set"]
+        + ["model.rope_linear=true", "train.full_warmup=5"]
+    )
+    (_, fixed), (_, router) = configs_for(a, mqar_config())
+    assert fixed.model.rope_linear and router.model.rope_linear
+    assert (fixed.train.full_warmup, router.train.full_warmup) == (0, 5)
