@@ -29,7 +29,13 @@ from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.checkpoint import read_checkpoint
 from pyro_meta_attention.training.run_dir import versions, write_json
 
-COLOURS = {"soft": "#7f7f7f", "hard": "#9467bd", "all-full": "#d62728", "all-local": "#2ca02c"}
+STYLES = {  # variant -> (colour, line style, marker): soft and hard often lie on all-local
+    "all-full": ("#d62728", "-", "o"),
+    "all-local": ("#2ca02c", "-", "o"),
+    "full-windowed": ("#ff7f0e", "-", "s"),
+    "soft": ("#7f7f7f", "--", "^"),
+    "hard": ("#9467bd", ":", "v"),
+}
 
 
 def curve(checkpoint: str, label: str, factor: int, count: int, width: int | None) -> dict:
@@ -90,10 +96,16 @@ def plot(results: list[dict], path: Path) -> None:
     )
     for ax, r in zip(axes[0], results, strict=True):
         centres = [s + r["bucket"] / 2 for s in r["starts"]]
-        for variant, v in r["variants"].items():
+        for variant, (colour, line, marker) in STYLES.items():
+            v = r["variants"][variant]
+            label = (
+                f"{variant} (last {r['block_size']} keys)"
+                if variant == "full-windowed"
+                else variant
+            )
             ax.errorbar(
-                centres, v["nats"], yerr=v["stderr"], fmt="o-", ms=3, capsize=2,
-                color=COLOURS[variant], label=variant,
+                centres, v["nats"], yerr=v["stderr"], ls=line, marker=marker, ms=3, capsize=2,
+                color=colour, label=label,
             )  # fmt: skip
         ax.axvline(r["block_size"], color="k", ls="--", lw=1, label="training length")
         ax.set_title(f"{r['label']} (prior {r['prior']})", fontsize=10)
@@ -136,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
         T = r["block_size"]
         print(f"{label}: {r['windows']} windows of {r['length']} bytes ({r['seconds']:.1f} s)")
-        print(f"  {'variant':>9}  {'0..' + str(T):>9}  {'beyond':>9}  (nats per byte)")
+        print(f"  {'variant':>13}  {'0..' + str(T):>9}  {'beyond':>9}  (nats per byte)")
         for variant in VARIANTS:
             v = r["variants"][variant]
             beyond = v["beyond_training_length"]
-            print(f"  {variant:>9}  {v['within_training_length']:9.3f}  {beyond or 0:9.3f}")
+            beyond = "—" if beyond is None else f"{beyond:.3f}"
+            print(f"  {variant:>13}  {v['within_training_length']:9.3f}  {beyond:>9}")
     if a.json:
         command = "python experiments/length_curve.py " + " ".join(argv or sys.argv[1:])
         write_json(Path(a.json), {"command": command, "versions": versions(), "curves": results})

@@ -198,7 +198,7 @@ def check_length_curve(out: Path, stdout: str) -> None:
     (curve,) = json.loads((out / "curve.json").read_text())["curves"]
     assert (curve["block_size"], curve["length"], curve["bucket"]) == (32, 64, 16)
     assert curve["starts"] == [0, 16, 32, 48]
-    assert set(curve["variants"]) == {"soft", "hard", "all-full", "all-local"}
+    assert set(curve["variants"]) == {"soft", "hard", "all-full", "all-local", "full-windowed"}
     for v in curve["variants"].values():
         assert len(v["nats"]) == 4 and all(0 < n < 8 for n in v["nats"])
         assert v["beyond_training_length"] > 0

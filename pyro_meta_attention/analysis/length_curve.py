@@ -6,12 +6,16 @@ loss of every position; `bucket` averages it over position buckets. The variants
 
 - `soft`: every layer mixed by the guide's posterior mean alpha_bar (training's mixture);
 - `hard`: every token runs only the argmax of alpha_bar (the hard-routed engine);
-- `all-full`, `all-local`: the same weights with every token forced onto one mechanism.
+- `all-full`, `all-local`: the same weights with every token forced onto one mechanism;
+- `full-windowed`: every token full, but over the last `block_size` keys only (a local window
+  of the training length): what `generate.py --max-context block_size` gives full tokens.
 
 The guide's own position feature stays at 1 past the training length (`bayes/guide.py`).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +24,10 @@ from torch import Tensor
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
 from ..mechanisms import MECHANISMS
+from ..network import RoutedTransformer
 from ..policies import assign, parse_policy
 
-VARIANTS = ("soft", "hard", "all-full", "all-local")
+VARIANTS = ("soft", "hard", "all-full", "all-local", "full-windowed")
 
 
 def windows(val: Tensor, length: int, count: int) -> Tensor:
@@ -46,6 +51,10 @@ def position_nats(
     hard = parse_policy("hard")
     out: dict[str, list[Tensor]] = {v: [] for v in VARIANTS}
     L = len(model.net.blocks)
+    config = model.net.config
+    windowed = RoutedTransformer(replace(config, window=config.block_size))
+    windowed.load_state_dict(model.net.state_dict())
+    windowed.to(model.net.tok_emb.weight).eval()
     for chunk in data.split(batch_size):
         x, y = chunk[:, :-1], chunk[:, 1:]  # [b, T]
         mean = list(guide.posterior_mean(x).unbind(2))  # L x [b, T, M]
@@ -58,8 +67,10 @@ def position_nats(
             assignment = torch.full_like(x, m)
             alpha = F.one_hot(assignment, len(MECHANISMS)).to(mean[0].dtype)
             routes[f"all-{name}"] = ([alpha] * L, [assignment] * L)
+        routes["full-windowed"] = routes["all-local"]  # run by `windowed`: w = block_size
         for variant, (alphas, assignments) in routes.items():
-            logits = model.net(x, alphas, assignments)  # [b, T, V]
+            net = windowed if variant == "full-windowed" else model.net
+            logits = net(x, alphas, assignments)  # [b, T, V]
             nats = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # [b, T]
             out[variant].append(nats.double())
     return {v: torch.cat(parts) for v, parts in out.items()}
