@@ -12,9 +12,9 @@ With --checkpoint, a trained model decodes held-out text at each --context with 
 routing and, side by side, with every token on full attention and a dense K/V cache; the rows
 add the held-out nats of both at that length (experiments/trained_decode.py). Without it:
 
-a random-weight model (L = 2, C = 512, H = 8, D = 64, w = 128, chunk 64, float32) with a
-positional table one step longer than the decode prefills a random prompt of --context bytes
-per sequence, once per (context, B); every variant continues from a copy of that state
+a random-weight model (L = 2, C = 512, H = 8, D = 64, w = 128, chunk 64, float32, rotary
+positions; the table in docs/benchmarks.md was measured with learned positions, before issue 18)
+prefills a random prompt of --context bytes per sequence, once per (context, B); every variant continues from a copy of that state
 (the prompt's routing changes nothing a step reads: every key is cached and the running state
 takes every key). Then --steps tokens are decoded, every variant one step in turn (timed
 interleaved, after --warmup untimed rounds):
