@@ -53,10 +53,11 @@ class MixedAttention(nn.Module):
         """x [B, T, C] at positions start .. start + T - 1 -> `Heads`, each [B, H, T, D]."""
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.config.n_head, self.config.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, H, T, D]
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # [3, B, H, T, D]
+        q, k, v = qkv
         if not self.config.rotary:
             return Heads(q, k, v, q, k)
-        qr, kr = apply_rotary(q, start), apply_rotary(k, start)
+        qr, kr = apply_rotary(qkv[:2], start)  # q and k in one call
         if self.config.rope_linear:
             return Heads(qr, kr, v, qr, kr)
         return Heads(qr, kr, v, q, k)

@@ -29,7 +29,7 @@ def rotary_angles(start: int, T: int, D: int, device: torch.device) -> Tensor:
 
 
 def apply_rotary(x: Tensor, start: int = 0) -> Tensor:
-    """Rotate x [B, H, T, D] (D even) as positions start .. start + T - 1 -> [B, H, T, D]."""
+    """Rotate x [..., T, D] (D even; e.g. [B, H, T, D]) as positions start .. start + T - 1."""
     D = x.shape[-1]
     if D % 2:
         raise ValueError(f"rotary positions need an even head size, got D = {D}")
