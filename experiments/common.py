@@ -33,7 +33,7 @@ import pyro
 import torch
 
 from pyro_meta_attention.config import RunConfig, smoke_config
-from pyro_meta_attention.data.corpus import CorpusError
+from pyro_meta_attention.data.corpus import Corpus, CorpusError
 from pyro_meta_attention.data.sources import DataSource
 from pyro_meta_attention.training.checkpoint import read_checkpoint, restore
 from pyro_meta_attention.training.data_identity import data_of
@@ -127,6 +127,24 @@ def load_run(
         steps = ck.config.train.steps
         print(f"note: {checkpoint} is from an interrupted run (step {ck.step} of {steps})")
     return ck.config, model.eval(), guide.eval(), source
+
+
+def load_text_run(
+    checkpoint: str | Path, positions: int
+) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, Corpus]:
+    """`load_run` for scripts that run a model on `positions` held-out bytes of its training
+    text: a learned-position model that cannot reach that far, or a model trained on a task,
+    is a UsageError (the positions are checked before the data is read)."""
+    m = read_checkpoint(checkpoint).config.model
+    if not m.rotary and positions > m.block_size:
+        raise UsageError(
+            f"{checkpoint} has learned positions (a run before rotary positions): it cannot "
+            f"run past block_size {m.block_size}"
+        )
+    config, model, guide, source = load_run(checkpoint)
+    if not isinstance(source, Corpus):
+        raise UsageError(f"{checkpoint} trained on {config.data.path}, not on text")
+    return config, model, guide, source
 
 
 def smoke_checkpoint(seed: int = 0) -> Path:

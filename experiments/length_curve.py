@@ -21,10 +21,16 @@ import sys
 import time
 from pathlib import Path
 
-from common import ArgumentParser, UsageError, at_least, load_run, main_guard, smoke_checkpoint
+from common import (
+    ArgumentParser,
+    UsageError,
+    at_least,
+    load_text_run,
+    main_guard,
+    smoke_checkpoint,
+)
 
 from pyro_meta_attention.analysis.length_curve import VARIANTS, bucket, position_nats, windows
-from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.checkpoint import read_checkpoint
 from pyro_meta_attention.training.run_dir import versions, write_json
@@ -40,16 +46,10 @@ STYLES = {  # variant -> (colour, line style, marker): soft and hard often lie o
 
 def curve(checkpoint: str, label: str, factor: int, count: int, width: int | None) -> dict:
     """One checkpoint's buckets for every variant."""
-    m = read_checkpoint(checkpoint).config.model
-    if not m.rotary:
-        raise UsageError(
-            f"{checkpoint} has learned positions (a run before rotary positions): it cannot "
-            f"run past block_size {m.block_size}"
-        )
-    config, model, guide, source = load_run(checkpoint)
-    if not isinstance(source, Corpus):
-        raise UsageError(f"{checkpoint} trained on {config.data.path}: length curves need text")
-    length = factor * m.block_size
+    block_size = read_checkpoint(checkpoint).config.model.block_size
+    length = factor * block_size
+    config, model, guide, source = load_text_run(checkpoint, length)
+    m = config.model
     try:
         data = windows(source.val, length, count)
     except ValueError as e:

@@ -22,14 +22,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import UsageError, load_run
+from common import UsageError, load_text_run
 
 from pyro_meta_attention.analysis.length_curve import windows
-from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.decoding import Decoder, GuideRouter, MixRouter
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import assign, parse_policy
-from pyro_meta_attention.training.checkpoint import read_checkpoint
 
 VARIANTS = ("routed", "dense")
 MB = 2**20
@@ -94,15 +92,7 @@ def forward_nats(model, guide, data: torch.Tensor, cost: torch.Tensor) -> dict[s
 def bench_trained(
     checkpoint: str, contexts: list[int], steps: int, warmup: int, nats_windows: int
 ) -> list[dict]:
-    m = read_checkpoint(checkpoint).config.model
-    if not m.rotary and max(contexts) + warmup + steps > m.block_size:
-        raise UsageError(
-            f"{checkpoint} has learned positions: it decodes at most block_size "
-            f"{m.block_size} positions"
-        )
-    config, model, guide, source = load_run(checkpoint)
-    if not isinstance(source, Corpus):
-        raise UsageError(f"{checkpoint} trained on {config.data.path}: this benchmark needs text")
+    config, model, guide, source = load_text_run(checkpoint, max(contexts) + warmup + steps)
     need = max(contexts) + warmup + steps + 1
     if source.val.numel() < need:
         raise UsageError(f"the held-out split has {source.val.numel()} bytes; {need} are needed")

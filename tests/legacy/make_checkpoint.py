@@ -27,6 +27,19 @@ from pyro_meta_attention.training.checkpoint import load_checkpoint
 from pyro_meta_attention.training.svi import fit
 
 
+def outputs(config, model, guide, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the checkpoint computes for inputs x [B, block_size]: logits under the soft
+    posterior mean and under hard routing, and a greedy hard-routed continuation of x[:1, :5]."""
+    cost = cost_model_for(config.model).normalised()
+    with torch.no_grad():
+        alphas = list(guide.posterior_mean(x).unbind(2))
+        soft = model.net(x, alphas)
+        hard = model.net(x, alphas, [assign(parse_policy("hard"), a, cost) for a in alphas])
+        decoder = Decoder(model.net, GuideRouter(guide, parse_policy("hard"), cost))
+        tokens = generate(decoder, x[:1, :5], config.model.block_size - 5, 0.0, None, None)
+    return {"soft": soft, "hard": hard, "generated": tokens}
+
+
 def main(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fit(smoke_config(), out=tmp)
@@ -35,14 +48,7 @@ def main(out: Path) -> None:
     x = torch.randint(
         0, 256, (2, config.model.block_size), generator=torch.Generator().manual_seed(0)
     )
-    cost = cost_model_for(config.model).normalised()
-    with torch.no_grad():
-        alphas = list(guide.posterior_mean(x).unbind(2))
-        soft = model.net(x, alphas)
-        hard = model.net(x, alphas, [assign(parse_policy("hard"), a, cost) for a in alphas])
-        decoder = Decoder(model.net, GuideRouter(guide, parse_policy("hard"), cost))
-        tokens = generate(decoder, x[:1, :5], config.model.block_size - 5, 0.0, None, None)
-    torch.save({"x": x, "soft": soft, "hard": hard, "generated": tokens}, out / "expected.pt")
+    torch.save({"x": x, **outputs(config, model, guide, x)}, out / "expected.pt")
 
 
 if __name__ == "__main__":
