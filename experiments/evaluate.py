@@ -8,6 +8,13 @@
 For each policy: held-out nats/token and bits per byte (nats / ln 2), the projected / counted / wall-clock costs, routing
 shares and entropy (see pyro_meta_attention/analysis/evaluation.py). --sweep adds the transition curve
 over uncertainty thresholds (transition.json and transition.png in --out).
+
+On text, every held-out position is classed by where the information that predicts its next
+byte lives (pyro_meta_attention/analysis/repeats.py): a long-range repeat (the last --repeat-k
+bytes occurred, with the same next byte, only beyond the local window), a short-range repeat, or
+novel. Each policy then also reports each class's share, its nats/token and, per layer, its
+argmax routing shares (class_share, class_nats, class_layer_share in evaluation.json). A task
+with classes of its own (MQAR, recall) reports those instead.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from common import (
 )
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy, transition_curve
+from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
 from pyro_meta_attention.data.sources import held_out_batches
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import parse_policy
@@ -81,6 +89,24 @@ def print_rows(rows: list[dict]) -> None:
         )
 
 
+def print_classes(rows: list[dict]) -> None:
+    """Per class: share of positions, nats/token per policy, argmax shares per layer."""
+    names = list(rows[0]["class_nats"])
+    shares = ", ".join(f"{n} {100 * rows[0]['class_share'][n]:.1f}%" for n in names)
+    print(f"\nposition classes: {shares}")
+    for r in rows:
+        nats = ", ".join(
+            f"{n} {'-' if r['class_nats'][n] is None else format(r['class_nats'][n], '.3f')}"
+            for n in names
+        )
+        print(f"{r['policy']:>16}: nats/token {nats}")
+        for layer, by_class in enumerate(r["class_layer_share"]):
+            text = "; ".join(
+                f"{n} " + "/".join(f"{100 * v:.0f}" for v in by_class[n]) for n in names
+            )
+            print(f"{'':>16}  layer {layer} argmax full/linear/local %: {text}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(__doc__)
     p.add_argument("--checkpoint", default=None)
@@ -91,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batches", type=int, default=None, help="held-out batches (default: as trained)"
     )
     p.add_argument("--repeats", type=int, default=3, help="timed forwards per variant")
+    p.add_argument("--repeat-k", type=int, default=DEFAULT_K, help="bytes a repeat must share")
     p.add_argument("--out", default=None)
     p.add_flags("device", "smoke")
     a = p.parse_args(argv)
@@ -105,12 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--checkpoint is required (or --smoke)")
     config, model, guide, data = load_run(a.checkpoint, a.data, a.device)
     batches = held_out_batches(data, config, a.batches, a.device)
+    class_names = data.class_names
+    if class_names is None:  # text: the repeat class of every position
+        if not 1 <= a.repeat_k <= 8:
+            raise UsageError(f"--repeat-k must be in 1 .. 8, got {a.repeat_k}")
+        batches = with_repeat_classes(batches, a.repeat_k, config.model.window)
+        class_names = REPEAT_CLASSES
     cost_model = cost_model_for(config.model)
     rows = [
-        evaluate_policy(model, guide, batches, pol, cost_model, a.repeats, data.class_names)
+        evaluate_policy(model, guide, batches, pol, cost_model, a.repeats, class_names)
         for pol in policies
     ]
     print_rows(rows)
+    print_classes(rows)
     meta = {
         "checkpoint": a.checkpoint,
         "corpus": data.name,

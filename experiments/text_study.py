@@ -13,7 +13,9 @@ OUT/<tag>/<model>/seed<k>/, and is scored on the held-out windows (the corpus's 
 nats per token and bits per byte (nats / ln 2: one token is one byte) under soft routing
 (posterior mean mixture) and hard routing (each token runs only its argmax mechanism), counted
 hard cost (executed attention FLOPs over all-full), argmax routing shares per layer, KL, the
-mean epistemic uncertainty and the `routing_learned` verdict. Models, `--set`, run reuse and
+mean epistemic uncertainty and the `routing_learned` verdict, and per repeat class of the
+held-out positions (novel, short-range or long-range repeat: pyro_meta_attention/analysis/
+repeats.py) its share, its nats and its argmax routing per layer. Models, `--set`, run reuse and
 `--combine` work as in `mqar_study.py` (`studies.py`).
 
 Writes RESULTS/text-<tag>.md, .json and -pareto.png (default experiments/results; smoke: --out).
@@ -35,6 +37,7 @@ from common import UsageError, main_guard
 from studies import finished, fmt, pareto, run_study, study_parser, write_study
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
+from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
 from pyro_meta_attention.analysis.routing_stats import routing_learned, routing_stats
 from pyro_meta_attention.analysis.simplex import argmax_share
 from pyro_meta_attention.analysis.uncertainty import posterior_samples, routing_uncertainty
@@ -62,9 +65,10 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
     train_s = time.perf_counter() - t0
     model, guide = result.model.eval(), result.guide.eval()
     batches = held_out_batches(result.data, config)
+    batches = with_repeat_classes(batches, DEFAULT_K, config.model.window)
     cost = cost_model_for(config.model)
     rows = {
-        name: evaluate_policy(model, guide, batches, Policy(name), cost, 1)
+        name: evaluate_policy(model, guide, batches, Policy(name), cost, 1, REPEAT_CLASSES)
         for name in ("soft", "hard")
     }
     x = torch.cat([b.x for b in batches])  # [N, T]
@@ -86,6 +90,10 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         "counted_hard_cost": rows["hard"]["counted_cost"],
         "wall_ratio_hard": rows["hard"]["wall_ratio"],
         "layer_share": [argmax_share(alpha_bar[:, :, l].cpu()).tolist() for l in range(L)],
+        "class_share": rows["hard"]["class_share"],
+        "class_nats_soft": rows["soft"]["class_nats"],
+        "class_nats_hard": rows["hard"]["class_nats"],
+        "class_layer_share": rows["hard"]["class_layer_share"],
         "kl": stats["kl"],
         "epistemic": [float(u[routing_site(l)]["epistemic"].mean()) for l in range(L)],
         "routing_learned": learned,
@@ -139,6 +147,44 @@ def table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
                 + " / ".join(f"{100 * v:.0f}" for v in share)
                 + f" | {epi:.3f} |"
             )
+    return lines + class_table(rows, labels)
+
+
+def class_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Per repeat class (`analysis/repeats.py`, k = DEFAULT_K): hard nats and, per layer, the
+    share of the class's positions whose argmax is full. Rows of studies made before the
+    classes existed show no values."""
+    have = [r for r in rows if "class_nats_hard" in r]
+    if not have:
+        return []
+    share = ", ".join(
+        f"{name} {100 * statistics.fmean(r['class_share'][name] for r in have):.1f} %"
+        for name in REPEAT_CLASSES
+    )
+    lines = [
+        "",
+        f"Held-out positions by repeat class (k = {DEFAULT_K} bytes; analysis/repeats.py): {share}.",
+        "Hard nats per class, and per layer the share of each class's positions routed full",
+        "(argmax, %):",
+        "",
+        "| model | " + " | ".join(f"hard nats {n}" for n in REPEAT_CLASSES)
+        + " | → full per layer, " + " / ".join(REPEAT_CLASSES) + " |",
+        "|---" * (len(REPEAT_CLASSES) + 2) + "|",
+    ]  # fmt: skip
+    for label in labels:
+        group = [r for r in rows if r["label"] == label]
+        if "class_nats_hard" not in group[0]:
+            lines.append(f"| `{label}` |" + " — |" * (len(REPEAT_CLASSES) + 1))
+            continue
+        cells = [fmt([r["class_nats_hard"][n] for r in group]) for n in REPEAT_CLASSES]
+        full = [
+            " / ".join(
+                f"{100 * statistics.fmean(r['class_layer_share'][layer][n][0] for r in group):.0f}"
+                for n in REPEAT_CLASSES
+            )
+            for layer in range(len(group[0]["class_layer_share"]))
+        ]
+        lines.append(f"| `{label}` | " + " | ".join(cells) + " | " + "; ".join(full) + " |")
     return lines
 
 

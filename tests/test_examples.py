@@ -52,6 +52,12 @@ def check_evaluation(out: Path, stdout: str) -> None:
     soft, hard = rows[0], rows[1]
     assert soft["hard_fraction"] == 0.0 and hard["hard_fraction"] == 1.0
     assert hard["counted_cost"] < soft["counted_cost"]  # hard routing executes fewer FLOPs
+    for r in rows:  # text: every position classed by repeats (analysis/repeats.py)
+        assert set(r["class_nats"]) == {"novel", "short-repeat", "long-repeat"}
+        assert sum(r["class_share"].values()) == pytest.approx(1.0)
+        assert len(r["class_layer_share"]) == 2  # smoke model: 2 layers
+        assert all(sum(v) in (0, pytest.approx(1.0)) for v in r["class_layer_share"][0].values())
+    assert "position classes: novel" in stdout
     curve = json.loads((out / "transition.json").read_text())["rows"]
     fractions = [r["hard_fraction"] for r in curve]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -153,6 +159,9 @@ def check_text_study(out: Path, stdout: str) -> None:
     assert [(r["label"], r["seed"]) for r in runs] == [("fixed-local", 0), ("compute-dirichlet", 0)]
     local, bayes = runs
     assert local["kl"] is None and local["counted_hard_cost"] < 1.0
+    assert local["class_layer_share"][0]["novel"] == [0.0, 0.0, 1.0]  # local: every class local
+    assert set(bayes["class_nats_hard"]) == {"novel", "short-repeat", "long-repeat"}
+    assert "hard nats long-repeat" in (out / "text-smoke.md").read_text()
     assert bayes["kl"] >= 0 and bayes["model"] == "compute-dirichlet"
     for run in runs:
         assert run["nats_hard"] > 0 and run["tokens"] > 0 and len(run["layer_share"]) == 2

@@ -81,7 +81,9 @@ def evaluate_policy(
     and entropy under one policy.
 
     class_names: the names of the values of `Batch.classes`; with them the result also holds
-    "class_nats", the nats/token of each class (every position of that class).
+    "class_nats", the nats/token of each class (every position of that class), "class_share",
+    each class's share of the positions, and "class_layer_share", per layer and class the
+    argmax routing shares [M] of alpha_bar.
     """
     net, mc = model.net, model.net.config
     cost = cost_model.normalised().to(batches[0].x.device)
@@ -93,6 +95,7 @@ def evaluate_policy(
     n_classes = len(class_names or ())
     class_nll = torch.zeros(n_classes, dtype=torch.float64)
     class_tokens = torch.zeros(n_classes, dtype=torch.float64)
+    class_argmax = torch.zeros(mc.n_layer, n_classes, M, dtype=torch.float64)
     for b in batches:
         x = b.x
         alphas, assignments = policy_assignments(guide, x, policy, cost)
@@ -105,6 +108,10 @@ def evaluate_policy(
             c = b.classes.flatten().long().cpu()
             class_nll += torch.bincount(c, token_nll.double().cpu(), minlength=n_classes)
             class_tokens += torch.bincount(c, minlength=n_classes).double()
+            for layer, alpha in enumerate(alphas):  # argmax per (class, mechanism)
+                pair = c * M + alpha.argmax(-1).flatten().cpu()
+                counts_cm = torch.bincount(pair, minlength=n_classes * M).double()
+                class_argmax[layer] += counts_cm.view(n_classes, M)
         for alpha, a in zip(alphas, assignments, strict=True):
             routed += routed_flops(
                 a, n_head=mc.n_head, head_dim=mc.head_dim, window=mc.window, chunk=mc.chunk
@@ -147,7 +154,17 @@ def evaluate_policy(
             "class_nats": {
                 name: float(class_nll[c] / class_tokens[c]) if class_tokens[c] else None
                 for c, name in enumerate(class_names)
-            }
+            },
+            "class_share": dict(
+                zip(class_names, (class_tokens / class_tokens.sum()).tolist(), strict=True)
+            ),
+            "class_layer_share": [
+                {
+                    name: (layer[c] / layer[c].sum().clamp(min=1)).tolist()
+                    for c, name in enumerate(class_names)
+                }
+                for layer in class_argmax
+            ],
         }
     )
 
