@@ -191,11 +191,14 @@ def class_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     p = study_parser(__doc__, "text")
-    p.add_argument("--data", help=f"text file (default {DEFAULT_DATA}; smoke: built-in)")
+    p.add_argument(
+        "--data", help=f"text file, or 'builtin' (default {DEFAULT_DATA}; smoke: built-in)"
+    )
     a = p.parse_args(argv)
 
     def base() -> RunConfig:
         data = a.data if a.data is not None else (None if a.smoke else DEFAULT_DATA)
+        data = None if data == "builtin" else data
         if data is not None and not Path(data).is_file():
             raise UsageError(f"--data {data}: no such file")
         return (smoke_config() if a.smoke else text_config()).override(data={"path": data})
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         study.rows,
         study.labels,
         study.results / f"text-{a.tag}-pareto.png",
-        f"tinyshakespeare ({a.tag}): cost vs held-out nats",
+        f"{Path(c.data.path).name if c.data.path else 'built-in corpus'} ({a.tag}): "
+        "cost vs held-out nats",
         "nats_hard",
         "held-out nats/token, hard routing",
     )
