@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ..mechanisms.routed import routed_attention
 from ..network import Block, RoutedTransformer
 from .attend import LINEAR, attend_step, executed
 from .flops import PARTS, step_flops
@@ -126,16 +125,7 @@ class Decoder:
         for i, (block, layer) in enumerate(zip(self.net.blocks, layers, strict=True)):
             alpha, assignment = route.layer(i)  # [B, T, M], [B, T]
             h = block.attn.heads(block.ln1(x))  # [B, H, T, D] each
-            o = routed_attention(
-                h.q,
-                h.k,
-                h.v,
-                assignment,
-                alpha.to(h.q),
-                window=c.window,
-                chunk=c.chunk,
-                linear_qk=(h.q_linear, h.k_linear),
-            )  # [B, H, T, D]
+            o = block.attn.attend(h, alpha, assignment)  # the hard-routed engine: [B, H, T, D]
             layer.append(h.k, h.v, h.k_linear)
             x = _finish(block, x, o)
         tokens = idx.new_zeros(B, capacity)
