@@ -39,7 +39,6 @@ from studies import finished, fmt, pareto, run_study, study_parser, write_study
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
 from pyro_meta_attention.analysis.routing_stats import routing_learned, routing_stats
-from pyro_meta_attention.analysis.simplex import argmax_share
 from pyro_meta_attention.analysis.uncertainty import posterior_samples, routing_uncertainty
 from pyro_meta_attention.bayes.sites import routing_site
 from pyro_meta_attention.config import RunConfig, smoke_config, text_config
@@ -47,6 +46,7 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
+from pyro_meta_attention.simplex import argmax_share
 from pyro_meta_attention.training.run_dir import write_json
 from pyro_meta_attention.training.svi import fit
 
@@ -95,6 +95,9 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         "class_nats_hard": rows["hard"]["class_nats"],
         "class_layer_share": rows["hard"]["class_layer_share"],
         "kl": stats["kl"],
+        "argmax_differs": stats["argmax_differs"],
+        "data_routed": stats["data_routed"],
+        "flipped_tv": stats["flipped_tv"],
         "epistemic": [float(u[routing_site(l)]["epistemic"].mean()) for l in range(L)],
         "routing_learned": learned,
         "verdict": verdict,

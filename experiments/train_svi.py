@@ -27,6 +27,7 @@ from pathlib import Path
 
 from common import ArgumentParser, UsageError, at_least, check_device, main_guard, parse_set
 
+from pyro_meta_attention.analysis.routing_stats import ROUTE_MARGIN
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
@@ -139,6 +140,7 @@ def print_summary(s: dict, out: Path) -> None:
     print(f"projected hard cost     {s['projected_hard_cost']:.3f} (full attention = 1)")
     print(f"KL(q||p) per token      {fmt(s['kl'])}")
     print(f"argmax differs (prior)  {fmt(s['argmax_differs'])}")
+    print(f"routed by the data      {fmt(s['data_routed'])} (flipped by TV >= {ROUTE_MARGIN})")
     print(f"median step             {s['median_step_s']:.3f} s")
     if s["world_size"] > 1:
         print(f"processes (DDP)         {s['world_size']}, batch per process as configured")

@@ -71,6 +71,7 @@ class GuideConfig:
     floor: float = 0.05  # lower bound of the guide's Dirichlet concentration
     cap: float = 200.0  # upper bound of the guide's Dirichlet concentration
     init: str = "prior"  # "prior": q starts equal to the prior; "random": default init
+    match_k: int = 0  # > 0: the guide also reads whether the k bytes ending at t occurred before
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .analysis.simplex import normalised_entropy
+from .simplex import normalised_entropy
 
 SOFT = -1
 

@@ -56,3 +56,23 @@ def test_library_code_never_parses_argv():
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         assert "argparse" not in text and "sys.argv" not in text, path
+
+
+# Dependencies point down: a folder never imports those above it (the model does not depend on
+# its own analysis, the network not on the Bayesian layer, the data on nothing of the model).
+ABOVE = {
+    "mechanisms": {"bayes", "analysis", "training", "decoding", "data"},
+    "data": {"mechanisms", "bayes", "analysis", "training", "decoding"},
+    "bayes": {"analysis", "training", "decoding"},
+    "simplex": {"mechanisms", "bayes", "analysis", "training", "decoding", "data"},
+    "policies": {"analysis", "training", "decoding"},
+}
+
+
+def test_dependencies_point_down():
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    for name, path in files.items():
+        part = name.split(".")[1] if "." in name else ""
+        for dep in imports(path, name, set(files)):
+            top = dep.split(".")[1] if "." in dep else ""
+            assert top not in ABOVE.get(part, set()), f"{name} imports {dep}"

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pyro_meta_attention.analysis.simplex import normalised_entropy
 from pyro_meta_attention.policies import SOFT, Policy, assign, parse_policy
+from pyro_meta_attention.simplex import normalised_entropy
 
 COST = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
 

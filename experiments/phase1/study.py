@@ -20,7 +20,6 @@ from common import visible
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy, transition_curve
 from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
-from pyro_meta_attention.analysis.simplex import argmax_share
 from pyro_meta_attention.analysis.uncertainty import (
     posterior_samples,
     routing_uncertainty,
@@ -43,6 +42,7 @@ from pyro_meta_attention.data.sources import DataSource, data_for, held_out_batc
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
+from pyro_meta_attention.simplex import argmax_share
 from pyro_meta_attention.training.checkpoint import (
     CheckpointError,
     load_checkpoint,

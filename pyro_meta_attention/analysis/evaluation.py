@@ -29,8 +29,8 @@ from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import CostModel
 from ..mechanisms.routed import dense_full_flops, routed_flops
 from ..policies import Policy, assign
+from ..simplex import argmax_counts, normalised_entropy
 from .bits import bits_per_byte
-from .simplex import argmax_counts, normalised_entropy
 from .timing import time_interleaved
 
 Batches = list[Batch]

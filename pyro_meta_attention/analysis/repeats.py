@@ -16,8 +16,8 @@ that earlier x_{s+1} only if t - (s + 1) < w. So:
     >>> repeat_classes(x, y, k=3, window=4)[0, -1].item() == REPEAT_CLASSES.index("long-repeat")
     True
 
-The k bytes are packed into one integer (k <= 8), so equal codes are equal k-grams: no hashing,
-no collisions. Cost: one [T, T] comparison per window.
+k-grams are compared as packed integers (`data/kgrams.py`). Cost: one [T, T] comparison per
+window.
 """
 
 from __future__ import annotations
@@ -26,25 +26,11 @@ import torch
 from torch import Tensor
 
 from ..data.batches import Batch
+from ..data.kgrams import kgram_codes
 
 REPEAT_CLASSES = ("novel", "short-repeat", "long-repeat")  # class c = index
 NOVEL, SHORT, LONG = range(3)
 DEFAULT_K = 4  # bytes of context that must repeat (docs/design-notes.md: why 4)
-
-
-def kgram_codes(x: Tensor, k: int) -> Tensor:
-    """x [B, T] bytes -> [B, T] int64: the k bytes ending at t packed into one integer (-1 where
-    t < k - 1)."""
-    if not 1 <= k <= 8:
-        raise ValueError(f"k must be in 1 .. 8 (k bytes are packed into 64 bits), got {k}")
-    B, T = x.shape
-    codes = torch.zeros(B, T, dtype=torch.int64, device=x.device)
-    for i in range(k):  # byte t - i goes to bits 8i .. 8i + 7
-        shifted = torch.zeros_like(codes)
-        shifted[:, i:] = x[:, : T - i].long()
-        codes |= shifted << (8 * i)
-    codes[:, : k - 1] = -1
-    return codes
 
 
 def repeat_classes(x: Tensor, y: Tensor, k: int = DEFAULT_K, window: int = 16) -> Tensor:
@@ -58,7 +44,8 @@ def repeat_classes(x: Tensor, y: Tensor, k: int = DEFAULT_K, window: int = 16) -
     codes = kgram_codes(x, k)  # [B, T]
     t = torch.arange(T, device=x.device)
     earlier = t[None, :] < t[:, None]  # [T (t), T (s)]: s < t
-    same = (codes[:, :, None] == codes[:, None, :]) & (codes[:, :, None] >= 0)  # [B, t, s]
+    valid = t >= k - 1  # [T]: a k-gram ends at t (a k = 8 code itself may be negative)
+    same = (codes[:, :, None] == codes[:, None, :]) & valid[:, None] & valid  # [B, t, s]
     match = same & (y[:, :, None] == y[:, None, :]) & earlier  # x_{s+1} = y_s = y_t
     last = torch.where(match, t, -1).amax(-1)  # [B, T]: the nearest earlier occurrence s
     classes = torch.full((B, T), NOVEL, dtype=torch.uint8, device=x.device)

@@ -29,7 +29,7 @@ from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
 from ..bayes.sites import ROUTING_PREFIX, routing_site
 from ..mechanisms import MECHANISMS
-from .simplex import argmax_share, entropy
+from ..simplex import argmax_share, entropy
 
 
 def layer_of(site: str) -> int:

@@ -6,6 +6,10 @@ before any attention runs — its own token embedding e_t, a causal depthwise co
 the last `context` embeddings (cheap causal context), the salience ||e_t|| / sqrt(E), and the
 position min(t, block_size) / block_size (it stays 1 past the training length, where a model with
 rotary positions goes on) — and emits all layers' concentrations at once: [B, T, L, M].
+With `match_k` = k > 0 it also reads two match bits (`data/kgrams.match_features`): the k bytes
+ending at t occurred before with the byte after them inside the local window, or beyond it,
+where only full (or linear) attention can copy it — what a local context cannot tell. It then
+reads the whole prefix, not the last `context` bytes (`reach`).
 
 Numerical safety: the concentration is squashed into [floor, cap] smoothly in log space,
 a = exp(log floor + (log cap - log floor) · sigmoid(raw)). Below ~0.03 Dirichlet reparameterised
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from ..config import GuideConfig, ModelConfig
+from ..data.kgrams import match_features
 from .priors import RoutingPrior
 from .sites import routing_scale, routing_site, token_plates
 
@@ -59,12 +64,15 @@ class RoutingGuide(PyroModule):
         self.prior = prior
         self.n_layer = model_config.n_layer
         self.block_size = model_config.block_size
+        self.window = model_config.window
+        if not 0 <= config.match_k <= 8:
+            raise ValueError(f"guide match_k must be in 0 .. 8 (0 = off), got {config.match_k}")
         M = prior.n_mechanisms
         E = config.embd
         self.emb = nn.Embedding(model_config.vocab_size, E)
         self.context = nn.Conv1d(E, E, config.context, groups=E)  # depthwise, left-padded
         self.mlp = nn.Sequential(
-            nn.Linear(2 * E + 2, config.hidden),
+            nn.Linear(2 * E + 2 + (2 if config.match_k else 0), config.hidden),
             nn.GELU(),
             nn.Linear(config.hidden, self.n_layer * M),
         )
@@ -84,11 +92,16 @@ class RoutingGuide(PyroModule):
         with torch.no_grad():
             last.bias.copy_(torch.logit(u).float().repeat(self.n_layer))
 
+    @property
+    def reach(self) -> int | None:
+        """Bytes t - reach + 1 .. t decide the routing of t (None: the whole prefix)."""
+        return None if self.config.match_k else self.config.context
+
     def raw(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """x [B, T] int64 -> unconstrained outputs [B, T, L, M].
 
         x holds positions offset .. offset + T - 1 of the sequence; the convolution sees zeros
-        before x[:, 0], so a window x of the last `context` bytes (or the whole prefix, from
+        before x[:, 0], so a window x of the last `reach` bytes (or the whole prefix, from
         offset 0) gives its last token exactly what the whole sequence gives it (decoding).
         """
         B, T = x.shape
@@ -98,7 +111,10 @@ class RoutingGuide(PyroModule):
         salience = e.norm(dim=-1, keepdim=True) / math.sqrt(e.shape[-1])  # [B, T, 1]
         positions = torch.arange(offset, offset + T, device=x.device, dtype=e.dtype)
         pos = (positions.clamp(max=self.block_size) / self.block_size).expand(B, T)
-        features = torch.cat([e, ctx, salience, pos[..., None]], dim=-1)  # [B, T, 2E + 2]
+        features = [e, ctx, salience, pos[..., None]]  # [B, T, 2E + 2] together
+        if self.config.match_k:
+            features.append(match_features(x, self.config.match_k, self.window).to(e))
+        features = torch.cat(features, dim=-1)  # [B, T, 2E + 2 (+ 2)]
         return self.mlp(features).view(B, T, self.n_layer, -1)
 
     def router_weights(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:

@@ -20,8 +20,8 @@ import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
-from ..analysis.simplex import normalised_entropy
 from ..network import RoutedTransformer
+from ..simplex import normalised_entropy
 from .priors import RoutingPrior
 from .sites import OBS_SITE, penalty_site, routing_scale, routing_site, token_plates
 

@@ -165,7 +165,8 @@ class Decoder:
                 f"token must be [B] = [{state.tokens.shape[0]}], got {tuple(token.shape)}"
             )
         state.put_token(token)
-        start = max(0, t - self.router.context + 1)
+        reach = self.router.context
+        start = 0 if reach is None else max(0, t - reach + 1)
         route = self.router.step(state.tokens[:, start : t + 1], start)  # T = 1
         c = self.config
         x = self._embed(token, t)  # [B, 1, C]

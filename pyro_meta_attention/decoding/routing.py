@@ -4,7 +4,7 @@ A router gives a prompt its routing in one pass (`prefill`) and then one positio
 (`step`), both as a `Route`. `GuideRouter` reads the trained guide, which is causal: the
 routing of token t depends on bytes t - context + 1 .. t and on t itself, so a step runs the
 guide on that window alone (`RoutingGuide.raw(window, offset)`), never on the whole prefix
-again. Its policy (`policies.py`) applies per token; `budget:Y` is the one policy that looks
+again (a guide with match features reads the whole prefix: `RoutingGuide.reach`). Its policy (`policies.py`) applies per token; `budget:Y` is the one policy that looks
 at other tokens, and at decode time it becomes causal (`OnlineBudget`). `MixRouter` routes
 every token hard and independently with fixed shares (benchmarks, random weights).
 """
@@ -17,10 +17,10 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from ..analysis.simplex import entropy
 from ..bayes.guide import RoutingGuide
 from ..mechanisms import MECHANISMS
 from ..policies import SOFT, Policy, assign
+from ..simplex import entropy
 
 M = len(MECHANISMS)
 
@@ -108,9 +108,9 @@ class GuideRouter:
         )
 
     @property
-    def context(self) -> int:
-        """Bytes the guide reads per token: t - context + 1 .. t."""
-        return self.guide.config.context
+    def context(self) -> int | None:
+        """Bytes the guide reads per token: t - context + 1 .. t (None: the whole prefix)."""
+        return self.guide.reach
 
     def _route(self, x: Tensor, offset: int, last: bool) -> tuple[Tensor, Tensor]:
         """(alpha_bar [B, T, L, M], epistemic [B, T, L]) of x [B, T] at positions offset..;

@@ -8,7 +8,7 @@ Read top-down, one step each:
     _train         the loop: schedules, `_svi_step`, a metrics row every `log_every` steps,
                    a checkpoint every `checkpoint_every` steps and on SIGINT / SIGTERM
     _svi_step      one ELBO gradient step with gradient-norm clipping
-    summarise      held-out nats under soft routing plus routing statistics
+    summarise      held-out nats under soft routing plus routing statistics (`summary.py`)
 
 A checkpoint holds network, guide, optimiser, step and every random state (`rng.py`), so a
 resumed run logs exactly the rows the uninterrupted run would have (bitwise on the CPU with the
@@ -27,8 +27,6 @@ network first learns with every token on full attention (MQAR's chicken-and-egg:
 from __future__ import annotations
 
 import logging
-import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,20 +37,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ..analysis.bits import bits_per_byte
-from ..analysis.evaluation import soft_val_metrics
-from ..analysis.routing_stats import routing_learned, routing_stats
+from ..analysis.routing_stats import routing_stats
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
 from ..config import RunConfig
 from ..data.batches import Batch
-from ..data.sources import DataSource, data_for, held_out_batches
+from ..data.sources import DataSource, data_for
 from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
 from .data_identity import DataMismatch, identity, training_data
 from .distributed import World, mean_across, rank_seed, shard, wrap
-from .divergence import TrainingDiverged, Watchdog, diverged
+from .divergence import TrainingDiverged, Watchdog
 from .rng import rng_state, set_rng_state
 from .run_dir import (
     CHECKPOINT_FILE,
@@ -67,6 +64,7 @@ from .run_dir import (
 )
 from .schedules import hardening_tau, kl_beta, lr_factor
 from .signals import TrainingInterrupted, stop_on_signals
+from .summary import summarise
 
 logger = logging.getLogger(__name__)
 FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
@@ -184,7 +182,7 @@ def _run(s: _Session, progress: bool) -> FitResult:
                 clear_run(s.out)  # failed before its first step: no half-written folder
             raise
         _save(s, rng_state(s.generator), optimizer)
-    r.summary = summarise(r, s.step_times)
+    r.summary = summarise(r.config, r.model, r.guide, r.data, s.step_times)
     r.summary["world_size"] = 1 if s.world is None else s.world.size
     if s.out is not None:
         write_json(s.out / SUMMARY_FILE, r.summary)
@@ -374,37 +372,4 @@ def _svi_step(
         "beta": beta,
         "tau": tau,
         **stats,
-    }
-
-
-def summarise(result: FitResult, step_times: list[float]) -> dict[str, Any]:
-    """Validation metrics under soft routing plus routing statistics on the held-out split;
-    a run whose held-out loss is non-finite or far above uniform is marked diverged."""
-    config, model, guide = result.config, result.model, result.guide
-    device = next(model.parameters()).device
-    batches = held_out_batches(result.data, config, device=device)
-    with torch.no_grad():
-        val = soft_val_metrics(model, guide, batches)
-        stats = routing_stats(guide, torch.cat([b.x for b in batches]))
-    learned, verdict = routing_learned(stats, guide.prior)
-    bad = diverged(val["nats"], config.model.vocab_size)
-    if bad:
-        learned, verdict = False, f"DIVERGED: held-out loss {val['nats']:.4g} nats/token"
-    cost = cost_model_for(config.model)
-    nats = val["nats"] if math.isfinite(val["nats"]) else None
-    return {
-        "prior": config.prior.name,
-        "steps": config.train.steps,
-        "val_nats_per_token": nats,
-        "val_bits_per_byte": bits_per_byte(nats),
-        "val_accuracy": val["accuracy"],
-        "val_tokens": sum(b.y.numel() if b.mask is None else int(b.mask.sum()) for b in batches),
-        **stats,
-        "projected_hard_cost": cost.projected_cost(torch.tensor(stats["routing_share"])),
-        "cost_vector": cost.normalised().tolist(),
-        "prior_mean": None if guide.prior.mean() is None else guide.prior.mean().tolist(),
-        "diverged": bad,
-        "routing_learned": learned,
-        "verdict": verdict,
-        "median_step_s": statistics.median(step_times) if step_times else None,
     }

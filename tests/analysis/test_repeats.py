@@ -9,7 +9,6 @@ from pyro_meta_attention.analysis.repeats import (
     NOVEL,
     REPEAT_CLASSES,
     SHORT,
-    kgram_codes,
     repeat_classes,
     with_repeat_classes,
 )
@@ -87,14 +86,18 @@ def test_matches_the_definition_on_random_text(k, window):
         assert set(got.flatten().tolist()) == {NOVEL, SHORT, LONG}
 
 
-def test_codes_pack_k_bytes_exactly_and_bad_input():
+def test_bad_input():
     x = torch.tensor([[255, 0, 255, 0, 255]])
-    codes = kgram_codes(x, 2)
-    assert codes[0, 0] == -1 and codes[0, 1] == codes[0, 3] and codes[0, 2] == codes[0, 4]
-    assert codes[0, 1] != codes[0, 2]
-    with pytest.raises(ValueError, match="k must be"):
-        kgram_codes(x, 9)
     with pytest.raises(ValueError, match="window"):
         repeat_classes(x, x, 2, 0)
     batch = with_repeat_classes([Batch(x, x)], 2, 1)[0]
     assert batch.classes.dtype == torch.uint8 and batch.classes.shape == x.shape
+
+
+def test_high_bytes_at_k_8():
+    """At k = 8 a code with byte >= 128 on top is negative (all 255s: -1, the fill value)."""
+    seq = [255] * 12 + [254] * 12 + [255] * 12
+    x, y = torch.tensor([seq[:-1]]), torch.tensor([seq[1:]])
+    got = repeat_classes(x, y, 8, 4)[0].tolist()
+    assert got == brute_force(seq[:-1], seq[1:], 8, 4)
+    assert got[8] == SHORT

@@ -33,12 +33,13 @@ def routed_model(
     n_layer: int = 2,
     positions: str = "rope",
     rope_linear: bool = False,
+    match_k: int = 0,
 ):
     """(config, model, guide) in float64; the guide's last layer is random (seeded), not at the
     prior, so its routing differs from token to token."""
     model = {"token_shift": token_shift, "n_layer": n_layer}
     model |= {"positions": positions, "rope_linear": rope_linear}
-    config = smoke_config(prior={"name": prior}, model=model)
+    config = smoke_config(prior={"name": prior}, model=model, guide={"match_k": match_k})
     torch.manual_seed(0)
     model, guide = build(config)
     model, guide = model.double().eval(), guide.double().eval()

@@ -6,12 +6,13 @@ import pytest
 import torch
 from routed_models import decode, make_decoder, routed_model, tokens
 
-from pyro_meta_attention.analysis.simplex import entropy
 from pyro_meta_attention.analysis.uncertainty import posterior_samples
 from pyro_meta_attention.bayes.sites import routing_site
+from pyro_meta_attention.data.kgrams import match_features
 from pyro_meta_attention.decoding.routing import OnlineBudget, epistemic_uncertainty
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import assign, parse_policy
+from pyro_meta_attention.simplex import entropy
 
 TOL = 1e-12  # float64 guide outputs; the step sees a 4-byte window, the forward pass all bytes
 
@@ -33,6 +34,27 @@ def test_per_token_routing_is_the_forward_pass_routing(prior, policy):
     for layer in range(config.model.n_layer):
         want = assign(parse_policy(policy), alpha[:, :, layer], cost)
         assert torch.equal(route.assignment[:, :, layer], want)
+
+
+@pytest.mark.parametrize("prior", ["compute-dirichlet", "none"])
+def test_a_guide_with_match_features_reads_the_whole_prefix(prior):
+    """match_k = 2 on 4 symbols: near and far matches (window 8) at T = 29; each step must see
+    every earlier byte, and a step that saw only the last `context` bytes would route otherwise."""
+    config, model, guide = routed_model(prior, match_k=2)
+    decoder = make_decoder(config, model, guide, "threshold:0.5")
+    x = torch.randint(0, 4, (2, 29), generator=torch.Generator().manual_seed(1))
+    feats = match_features(x, 2, config.model.window)
+    assert feats[..., 0].any() and feats[..., 1].any()
+    decode(decoder, x, prompt=3)
+    with torch.no_grad():
+        alpha = guide.posterior_mean(x)  # [B, T, L, M]
+        c = config.guide.context
+        local = torch.stack(
+            [guide.posterior_mean(x[:, t - c + 1 : t + 1], t - c + 1)[:, -1] for t in range(c, 29)],
+            1,
+        )
+    torch.testing.assert_close(decoder.route.alpha, alpha, rtol=0, atol=TOL)
+    assert (local - alpha[:, c:]).abs().max() > 1e-3
 
 
 def test_budget_is_kept_causally_over_the_sequence_so_far():

@@ -10,7 +10,8 @@ from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.training.checkpoint import read_checkpoint
 from pyro_meta_attention.training.divergence import TrainingDiverged, Watchdog, limit
 from pyro_meta_attention.training.run_dir import load_history
-from pyro_meta_attention.training.svi import fit, summarise
+from pyro_meta_attention.training.summary import summarise
+from pyro_meta_attention.training.svi import fit
 
 
 def test_a_non_finite_loss_stops_at_its_step():
@@ -46,6 +47,6 @@ def test_a_diverged_model_never_claims_learned_routing():
     with torch.no_grad():
         for p in result.model.parameters():
             p.mul_(1e3)
-    summary = summarise(result, [])
+    summary = summarise(result.config, result.model, result.guide, result.data, [])
     assert summary["diverged"] and not summary["routing_learned"]
     assert summary["verdict"].startswith("DIVERGED")

@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from pyro_meta_attention.analysis.routing_stats import class_shares
-from pyro_meta_attention.analysis.simplex import (
+from pyro_meta_attention.data.recall import FILLER, OTHER, RECALL
+from pyro_meta_attention.simplex import (
     TRIANGLE,
     argmax_share,
     entropy,
     normalised_entropy,
     ternary_xy,
 )
-from pyro_meta_attention.data.recall import FILLER, OTHER, RECALL
 
 
 def test_normalised_entropy_bounds():
