@@ -21,7 +21,11 @@ exit code 2; a run stopped by SIGINT or SIGTERM, one line and exit code 128 + th
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
+import os
+import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable
@@ -43,6 +47,7 @@ from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import fit
 
 VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 
 
 class UsageError(ValueError):
@@ -69,9 +74,25 @@ class ArgumentParser(argparse.ArgumentParser):
             elif name == "device":
                 self.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
             elif name == "seed":
-                self.add_argument("--seed", type=int, default=0, help="random seed")
+                self.add_argument("--seed", type=seed_value, default=0, help="random seed")
             else:
                 raise KeyError(f"no shared flag {name!r}")
+
+
+def seed_value(text: str) -> int:
+    """--seed: an integer in 0 .. 2**63 - 1."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be in 0 .. 2**63 - 1, got {text}")
+    return seed
+
+
+def add_set_flag(p: argparse.ArgumentParser, help: str) -> None:
+    """--set SECTION.FIELD=VALUE ...: may be given several times; the items accumulate."""
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="S.F=V", help=help)
 
 
 def main_guard(main: Callable[[], int]) -> int:
@@ -148,8 +169,10 @@ def load_text_run(
 
 
 def smoke_checkpoint(seed: int = 0) -> Path:
-    """Train the smoke config into a new temporary folder; return its checkpoint path."""
+    """Train the smoke config into a new temporary folder, removed when the process exits;
+    return its checkpoint path."""
     out = Path(tempfile.mkdtemp(prefix="smoke-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     fit(smoke_config(train={"seed": seed}), out=out, progress=False)
     return out / CHECKPOINT_FILE
 
@@ -180,5 +203,45 @@ def parse_set(items: list[str], config: RunConfig) -> dict[str, dict[str, Any]]:
         fits = isinstance(value, want) and (want is bool or not isinstance(value, bool))
         if current is not None and not (fits or (want is float and type(value) is int)):
             raise UsageError(f"--set {item}: {section}.{name} expects type {want.__name__}")
+        if name in out.get(section, {}):
+            raise UsageError(f"--set {item}: {section}.{name} is set twice")
         out.setdefault(section, {})[name] = value
+    return out
+
+
+def read_input_file(path: str, flag: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes (a FIFO or a device could block or
+    never end; a folder is not a file)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: no such file: {path}") from None
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot read {path}: {e.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{flag}: {path} is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{flag}: {path} is not a regular file (a pipe or a device)")
+    if info.st_size > max_bytes:
+        raise UsageError(f"{flag}: {path} has {info.st_size} bytes, more than {max_bytes}")
+    try:
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)[:max_bytes]
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot read {path}: {e.strerror}") from None
+
+
+def output_file(path: str, flag: str, suffix: str) -> Path:
+    """An output file path checked before any work: ends in `suffix`, is not a folder, and its
+    folder exists and is writable. The path returned is the path that is written."""
+    out = Path(path)
+    if out.suffix.lower() != suffix:
+        raise UsageError(f"{flag}: give a {suffix} file, got {path!r}")
+    if out.is_dir():
+        raise UsageError(f"{flag}: {path} is a folder")
+    parent = out.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"{flag}: cannot write {path}")
     return out

@@ -35,6 +35,8 @@ from common import (
     at_least,
     load_run,
     main_guard,
+    output_file,
+    read_input_file,
     smoke_checkpoint,
     visible,
 )
@@ -48,6 +50,7 @@ NAMES = [*MECHANISMS, "soft"]  # assignment m, then -1
 COLOURS = {"full": 41, "linear": 44, "local": 42, "soft": 100}  # ANSI backgrounds
 INITIALS = {"full": "F", "linear": "L", "local": "W", "soft": "s"}
 SMOKE_PROMPT = "import "
+MAX_PROMPT_BYTES = 1 << 20  # a prompt file larger than 1 MiB is refused before reading
 PLOT_TOKENS = 200  # --stats-png shows the first 200 generated tokens (one column each)
 
 
@@ -56,9 +59,9 @@ def read_prompt(a) -> bytes:
     if given > 1 or (given == 0 and not a.smoke):
         raise UsageError("give exactly one of --prompt and --prompt-file")
     if a.prompt_file is not None:
-        data = Path(a.prompt_file).read_bytes()
-    else:
-        data = (SMOKE_PROMPT if a.prompt is None else a.prompt).encode("utf-8")
+        data = read_input_file(a.prompt_file, "--prompt-file", MAX_PROMPT_BYTES)
+    else:  # argv bytes that are not UTF-8 came in as surrogates: give the bytes back as given
+        data = (SMOKE_PROMPT if a.prompt is None else a.prompt).encode("utf-8", "surrogateescape")
     if not data:
         raise UsageError("the prompt is empty")
     return data
@@ -153,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     at_least(a.max_context, 1, "--max-context")
     if a.checkpoint is None and not a.smoke:
         raise UsageError("--checkpoint is required (or --smoke)")
-    if a.stats_png is not None and not Path(a.stats_png).parent.is_dir():
-        raise UsageError(f"--stats-png: {Path(a.stats_png).parent} is not a folder")
+    png = None if a.stats_png is None else output_file(a.stats_png, "--stats-png", ".png")
     prompt_bytes = read_prompt(a)
     checkpoint = smoke_checkpoint(a.seed) if a.smoke else a.checkpoint
     config, model, guide, _ = load_run(checkpoint, device=a.device)
@@ -191,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.stats:
         print_stats(data, route, start)
         print_memory(decoder)
-    if a.stats_png is not None:
-        plot_stats(data, route, start, Path(a.stats_png))
-        print(f"wrote {a.stats_png}")
+    if png is not None:
+        plot_stats(data, route, start, png)
+        print(f"wrote {png}")
     return 0
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import ArgumentParser, UsageError, at_least, parse_set
+from common import ArgumentParser, UsageError, add_set_flag, at_least, parse_set
 from tqdm.auto import tqdm
 
 from pyro_meta_attention.bayes.priors import PRIORS
@@ -177,12 +177,7 @@ def study_parser(doc: str, prefix: str) -> ArgumentParser:
     p = ArgumentParser(doc)
     p.add_argument("--tag", required=True, help=f"names the output files {prefix}-<tag>.*")
     p.add_argument("--models", nargs="+", default=["fixed-full", "fixed-local"])
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        help="SECTION.FIELD=VALUE: non-fixed models; model.* and data.* all",
-    )
+    add_set_flag(p, "SECTION.FIELD=VALUE: non-fixed models; model.* and data.* all")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model")
     p.add_argument("--steps", type=int, default=None, help="SVI steps (default: the preset's)")
     p.add_argument("--samples", type=int, default=8, help="posterior draws for the epistemic MI")

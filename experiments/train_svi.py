@@ -25,7 +25,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from common import ArgumentParser, UsageError, at_least, check_device, main_guard, parse_set
+from common import (
+    ArgumentParser,
+    UsageError,
+    add_set_flag,
+    at_least,
+    check_device,
+    main_guard,
+    parse_set,
+)
 
 from pyro_meta_attention.analysis.routing_stats import ROUTE_MARGIN
 from pyro_meta_attention.bayes.priors import PRIORS
@@ -67,13 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kl-anneal", type=int, default=None, help="steps of linear KL warm-up")
     p.add_argument("--guide-init", choices=["prior", "random"], default=None)
     p.add_argument("--guide-floor", type=float, default=None, help="min guide concentration")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="S.F=V",
-        help="any config field, e.g. train.full_warmup=1000",
-    )
+    add_set_flag(p, "any config field, e.g. train.full_warmup=1000")
     p.add_argument("--out", default="runs/latest", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue a stopped run")

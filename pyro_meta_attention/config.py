@@ -33,6 +33,13 @@ class ModelConfig:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "window", "chunk"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab_size < 256:
+            raise ValueError(f"vocab_size must be >= 256 (tokens are bytes), got {self.vocab_size}")
+        if self.window > self.block_size:
+            raise ValueError(
+                f"window {self.window} > block_size {self.block_size}: a local window longer than "
+                "the training window is full attention"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:

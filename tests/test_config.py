@@ -16,5 +16,9 @@ def test_bad_model_config():
         ModelConfig(n_embd=10, n_head=3)
     with pytest.raises(ValueError, match="window"):
         ModelConfig(window=0)
+    with pytest.raises(ValueError, match="tokens are bytes"):
+        ModelConfig(vocab_size=10)  # was an IndexError in the embedding (issue 20)
+    with pytest.raises(ValueError, match="window 16 > block_size 1"):
+        ModelConfig(block_size=1)  # was a message about the prior's concentration
     with pytest.raises(ValueError, match="unknown config sections"):
         RunConfig.from_dict({"bogus": {}})

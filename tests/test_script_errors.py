@@ -1,6 +1,7 @@
 """Every script refuses bad input the same way: one `error: ...` line on stderr, exit code 2,
 no traceback (`experiments/common.py`); a refused training run writes nothing."""
 
+import json
 import os
 import signal
 import subprocess
@@ -71,7 +72,7 @@ BAD_INPUTS = [
     ("generate.py --prompt x", "--checkpoint is required"),
     ("generate.py --smoke --prompt a --prompt-file b", "exactly one of --prompt"),
     ("generate.py --smoke --prompt ", "the prompt is empty"),
-    ("generate.py --smoke --prompt-file " + MISSING, "No such file"),
+    ("generate.py --smoke --prompt-file " + MISSING, "no such file"),
     ("generate.py --smoke --max-context 4", "local window 8"),
     ("length_curve.py", "--checkpoint is required"),
     ("length_curve.py --smoke --factor 0", "--factor"),
@@ -83,6 +84,17 @@ BAD_INPUTS = [
     ("generate.py --smoke --max-context 0", "--max-context"),
     ("generate.py --smoke --temperature -1", "--temperature"),
     ("generate.py --smoke --policy sometimes", "bad policy"),
+    # issue 20: each of these was a wrong run, a hang, a traceback or a wrong message
+    ("train_svi.py --smoke --set train.steps=3 --set train.steps=4", "set twice"),
+    ("train_svi.py --smoke --set train.steps=3 train.steps=4", "set twice"),
+    ("train_svi.py --smoke --set model.vocab_size=10", "tokens are bytes"),
+    ("train_svi.py --smoke --set model.block_size=1", "window 8 > block_size 1"),
+    ("train_svi.py --smoke --seed 99999999999999999999", "--seed: must be in 0 .. 2**63 - 1"),
+    ("generate.py --smoke --prompt-file /dev/zero", "not a regular file"),
+    ("generate.py --smoke --prompt-file experiments", "is a folder"),
+    ("generate.py --smoke --stats-png noext", "give a .png file"),
+    ("generate.py --smoke --stats-png experiments/", "give a .png file"),
+    ("generate.py --smoke --stats-png /no/such/s.png", "/no/such is not a folder"),
 ]
 
 
@@ -105,7 +117,7 @@ BAD_SETTINGS = [  # train_svi.py flags -> what the one-line error says
     ("--lr -1", "lr must be finite and > 0"),
     ("--lr inf", "lr must be finite and > 0, got inf"),
     ("--lr nan", "lr must be finite and > 0, got nan"),
-    ("--seed -1", "seed must be >= 0"),
+    ("--seed -1", "--seed: must be in 0 .. 2**63 - 1, got -1"),
     ("--steps 0", "steps must be >= 1"),
     ("--steps -5", "steps must be >= 1, got -5"),
 ]
@@ -201,6 +213,36 @@ def test_sigterm_saves_and_resume_finishes(tmp_path, run_script):
     proc = run_script("train_svi.py", "--resume", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert read_checkpoint(out / "checkpoint.pt").finished
+
+
+def test_a_prompt_fifo_is_refused_not_waited_on(tmp_path, run_script, one_line_error):
+    fifo = tmp_path / "prompt"
+    os.mkfifo(fifo)  # nobody writes: reading it would block forever
+    proc = run_script("generate.py", "--smoke", "--prompt-file", str(fifo), timeout=60)
+    one_line_error(proc)
+    assert "not a regular file" in proc.stderr
+
+
+def test_repeated_set_flags_accumulate(tmp_path, run_main):
+    out = tmp_path / "run"
+    flags = ["--set", "train.steps=3", "--set", "train.batch_size=2", "model.dropout=0.1"]
+    proc = run_main("train_svi.py", "--smoke", "--out", str(out), *flags)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["train"]["steps"], config["train"]["batch_size"]) == (3, 2)
+    assert config["model"]["dropout"] == 0.1
+
+
+def test_smoke_runs_leave_no_temporary_folder(tmp_path):
+    """generate.py --smoke trains into a temporary folder and removes it on exit; a prompt that
+    is not UTF-8 is generated from as the bytes given."""
+    cmd = [sys.executable, "experiments/generate.py", "--smoke", "--max-new-tokens", "2"]
+    cmd += ["--prompt", os.fsdecode(b"\xff\xfeab")]
+    root = os.path.dirname(os.path.dirname(__file__))
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_during_generation_keeps_what_was_written(tmp_path):
