@@ -95,6 +95,9 @@ BAD_INPUTS = [
     ("generate.py --smoke --stats-png noext", "give a .png file"),
     ("generate.py --smoke --stats-png experiments/", "give a .png file"),
     ("generate.py --smoke --stats-png /no/such/s.png", "/no/such is not a folder"),
+    ("train_svi.py --smoke --data synthetic:nosuch", "unknown synthetic task"),
+    ("evaluate.py --checkpoint experiments", "experiments is a folder, not a checkpoint file"),
+    ("train_svi.py --resume README.md", "resume takes the run folder, not a file"),
 ]
 
 
@@ -145,6 +148,13 @@ def test_an_unusable_checkpoint_is_one_line(kind, tmp_path, run_main, one_line_e
     one_line_error(proc)
     assert BAD[kind] in proc.stderr and str(path) in proc.stderr
     assert not (tmp_path / "MARKER").exists()
+
+
+def test_a_checkpoint_path_with_a_tilde_is_the_home_folder(smoke_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    checkpoint = smoke_run / "run" / "checkpoint.pt"
+    (tmp_path / "ck.pt").write_bytes(checkpoint.read_bytes())
+    assert read_checkpoint("~/ck.pt").step == read_checkpoint(checkpoint).step
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +252,7 @@ def test_smoke_runs_leave_no_temporary_folder(tmp_path):
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")] == []
 
 
 def test_ctrl_c_during_generation_keeps_what_was_written(tmp_path):

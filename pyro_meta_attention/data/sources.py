@@ -25,6 +25,8 @@ def data_for(config: RunConfig, path: str | None = None) -> DataSource:
     path = d.path if path is None else path
     if path == MQAR_TASK:
         return MQARTask(MQARConfig(seq_len=m.block_size, pairs=d.mqar_pairs, window=m.window))
+    if path is not None and path.startswith("synthetic:"):
+        raise ValueError(f"unknown synthetic task {path!r}: the one task is {MQAR_TASK!r}")
     return load_corpus(path, m.block_size, d.max_bytes, d.val_fraction)
 
 

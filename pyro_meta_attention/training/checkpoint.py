@@ -83,7 +83,10 @@ def _load(path: Path, map_location: str | torch.device) -> Any:
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """The checkpoint in `path`, checked; CheckpointError (or FileNotFoundError) if unusable."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        hint = " (it holds checkpoint.pt)" if (path / "checkpoint.pt").is_file() else ""
+        raise FileNotFoundError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = _load(path, map_location)

@@ -150,7 +150,9 @@ def resume(
 ) -> FitResult:
     """Continue the run in `run_dir` from its checkpoint (a finished one is only summarised);
     RunDirError if it has no checkpoint or is finished, CheckpointError if it cannot resume."""
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).expanduser()
+    if run_dir.is_file():
+        raise RunDirError(f"resume takes the run folder, not a file: {run_dir.parent}")
     path = run_dir / CHECKPOINT_FILE
     if not path.is_file():
         raise RunDirError(f"{run_dir} holds no checkpoint to resume")
