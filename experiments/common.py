@@ -132,16 +132,17 @@ def at_least(value: int | None, minimum: int, flag: str) -> None:
 
 
 def load_run(
-    checkpoint: str | Path, data: str | None = None, device: str = "cpu"
-) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, DataSource]:
+    checkpoint: str | Path, data: str | None = None, device: str = "cpu", need_data: bool = True
+) -> tuple[RunConfig, torch.nn.Module, torch.nn.Module, DataSource | None]:
     """(config, model, guide, data) of a checkpoint, in eval mode; the data is what the run
     trained on (an error if it changed since), or the corpus or task `data` names instead (a
-    warning if it is not the training data). A checkpoint of an unfinished run is said so."""
+    warning if it is not the training data); None with need_data=False (generation needs only
+    the checkpoint). A checkpoint of an unfinished run is said so."""
     check_device(device)
     ck = read_checkpoint(checkpoint, map_location=device)
     model, guide = restore(ck, device)
     pyro.clear_param_store()  # only now that the file is checked; the modules hold the weights
-    source, warning = data_of(ck.config, ck.corpus, data)
+    source, warning = data_of(ck.config, ck.corpus, data) if need_data else (None, None)
     if warning is not None:
         print(warning, file=sys.stderr)
     if not ck.finished:

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     png = None if a.stats_png is None else output_file(a.stats_png, "--stats-png", ".png")
     prompt_bytes = read_prompt(a)
     checkpoint = smoke_checkpoint(a.seed) if a.smoke else a.checkpoint
-    config, model, guide, _ = load_run(checkpoint, device=a.device)
+    config, model, guide, _ = load_run(checkpoint, device=a.device, need_data=False)
     cost = cost_model_for(config.model).normalised()
     decoder = Decoder(model.net, GuideRouter(guide, policy, cost), max_context=a.max_context)
     prompt = torch.tensor([list(prompt_bytes)], dtype=torch.int64, device=a.device)  # [1, T]

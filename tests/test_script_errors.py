@@ -243,6 +243,29 @@ def test_repeated_set_flags_accumulate(tmp_path, run_main):
     assert config["model"]["dropout"] == 0.1
 
 
+def test_a_checkpoint_is_enough_once_the_training_file_is_gone(tmp_path, run_main):
+    """generate.py needs nothing but the checkpoint; evaluate.py and uncertainty.py run on the
+    --data they are given."""
+    corpus, other = tmp_path / "corpus.txt", tmp_path / "other.txt"
+    corpus.write_bytes(bytes(range(256)) * 100)
+    other.write_bytes(bytes(range(255, -1, -1)) * 100)
+    out = tmp_path / "run"
+    assert (
+        run_main("train_svi.py", "--smoke", "--data", str(corpus), "--out", str(out)).returncode
+        == 0
+    )
+    corpus.unlink()
+    checkpoint = str(out / "checkpoint.pt")
+    proc = run_main(
+        "generate.py", "--checkpoint", checkpoint, "--prompt", "ab", "--max-new-tokens", "3"
+    )
+    assert proc.returncode == 0, proc.stderr
+    for script in ("evaluate.py", "uncertainty.py"):
+        flags = ["--checkpoint", checkpoint, "--data", str(other), "--out", str(tmp_path / script)]
+        proc = run_main(script, *flags)
+        assert proc.returncode == 0, proc.stderr
+
+
 def test_smoke_runs_leave_no_temporary_folder(tmp_path):
     """generate.py --smoke trains into a temporary folder and removes it on exit; a prompt that
     is not UTF-8 is generated from as the bytes given."""
