@@ -26,8 +26,10 @@ network first learns with every token on full attention (MQAR's chicken-and-egg:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,11 +55,15 @@ from .divergence import TrainingDiverged, Watchdog
 from .rng import rng_state, set_rng_state
 from .run_dir import (
     CHECKPOINT_FILE,
+    CONFIG_FILE,
     SUMMARY_FILE,
     RunDirError,
     append_metrics,
+    check_owner,
+    check_writable,
     clear_run,
     keep_history,
+    lock_run_dir,
     prepare_run_dir,
     write_config,
     write_json,
@@ -96,6 +102,8 @@ class _Session:
     boundary: tuple[int, dict[str, Any]] | None = None  # (steps done, random states) then
     saved: int | None = None  # steps done at the last checkpoint written
     world: World | None = None  # the DDP process group (None: one process)
+    run_id: str | None = None  # the run's owner id (None: a run from before run ids)
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the folder's
 
     def batch(self) -> Batch:
         """The step's global batch: B windows, or B per rank (every rank draws the same)."""
@@ -174,20 +182,22 @@ def resume(
 
 
 def _run(s: _Session, progress: bool) -> FitResult:
-    """Train (unless finished), write the final checkpoint, then the summary."""
+    """Train (unless finished), write the final checkpoint, then the summary; the folder's lock
+    is released at the end, however it ends."""
     r, steps = s.result, s.result.config.train.steps
-    if s.done < steps:
-        try:
-            optimizer = _train(s, progress)
-        except BaseException:
-            if s.out is not None and s.resumed is None and s.done == 0:
-                clear_run(s.out)  # failed before its first step: no half-written folder
-            raise
-        _save(s, rng_state(s.generator), optimizer)
-    r.summary = summarise(r.config, r.model, r.guide, r.data, s.step_times)
-    r.summary["world_size"] = 1 if s.world is None else s.world.size
-    if s.out is not None:
-        write_json(s.out / SUMMARY_FILE, r.summary)
+    with s.lock:
+        if s.done < steps:
+            try:
+                optimizer = _train(s, progress)
+            except BaseException:
+                if s.out is not None and s.resumed is None and s.done == 0:
+                    clear_run(s.out)  # failed before its first step: no half-written folder
+                raise
+            _save(s, rng_state(s.generator), optimizer)
+        r.summary = summarise(r.config, r.model, r.guide, r.data, s.step_times)
+        r.summary["world_size"] = 1 if s.world is None else s.world.size
+        if s.out is not None:
+            write_json(s.out / SUMMARY_FILE, r.summary)
     return r
 
 
@@ -217,12 +227,17 @@ def _setup(
     out_dir = None if out is None else Path(out)
     elbo = make_elbo(tc.elbo)(model, guide)
     s = _Session(result, elbo, gen, out_dir, checkpoint_every, world=world)
+    s.run_id = uuid.uuid4().hex if resumed is None else resumed.state.get("run_id")
     if resumed is not None:
         s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
         s.step_times = list(resumed.state.get("step_times", []))
     if out_dir is not None:
-        prepare_run_dir(out_dir, existing)
-        _start_run_dir(s)
+        check_writable(out_dir)
+        with s.lock:  # taken before anything in the folder is read or deleted; kept on success
+            s.lock.enter_context(lock_run_dir(out_dir))
+            prepare_run_dir(out_dir, existing)
+            _start_run_dir(s)
+            s.lock = s.lock.pop_all()
     return s
 
 
@@ -231,11 +246,14 @@ def _start_run_dir(s: _Session) -> None:
     rows of a resumed run before its checkpoint."""
     assert s.out is not None
     r = s.result
-    s.out.mkdir(parents=True, exist_ok=True)
-    r.history = keep_history(s.out, s.done)
-    if s.resumed is None:
+    has_config = s.resumed is not None and check_owner(s.out, r.config, s.run_id)
+    r.history = keep_history(s.out, s.done, s.run_id)
+    if not has_config:
+        if s.resumed is not None:
+            logger.warning("%s is missing: rebuilt from the checkpoint", s.out / CONFIG_FILE)
         cost = cost_model_for(r.config.model).to_dict()
         extra = {"seed": r.config.train.seed, "corpus": r.data.record(), "cost_model": cost}
+        extra["run_id"] = s.run_id
         if s.world is not None:
             extra["distributed"] = {"world_size": s.world.size, "backend": s.world.backend}
         write_config(s.out, r.config, extra)
@@ -247,7 +265,7 @@ def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
         return
     r = s.result
     extra = {"optimizer": optimizer.state_dict(), "rng": rng, "step_times": s.step_times}
-    extra["corpus"] = identity(r.config, r.data)
+    extra |= {"corpus": identity(r.config, r.data), "run_id": s.run_id}
     save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, s.done, **extra)
     s.saved = s.done
 
@@ -304,6 +322,7 @@ def _train(s: _Session, progress: bool) -> torch.optim.Optimizer:
 
 
 def _log(s: _Session, row: dict[str, Any], bar) -> None:
+    row["run_id"] = s.run_id
     s.result.history.append(row)
     if s.out is not None:
         append_metrics(s.out, row)
