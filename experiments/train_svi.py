@@ -22,6 +22,7 @@ rank trains on its own windows, gradients are averaged, rank 0 writes --out and 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,12 +42,13 @@ from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
+from pyro_meta_attention.training.checkpoint import check_resumable
 from pyro_meta_attention.training.distributed import close_world, init_world, launched_by_torchrun
 from pyro_meta_attention.training.run_dir import check_writable, prepare_run_dir
 from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import CHECKPOINT_EVERY, FitResult, fit, resume
 
-WITH_RESUME = {"resume", "no_progress", "checkpoint_every"}  # flags --resume takes
+WITH_RESUME = {"resume", "no_progress", "checkpoint_every", "distributed"}  # flags --resume takes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -155,7 +157,17 @@ def train(a: argparse.Namespace) -> tuple[FitResult, Path, bool]:
     progress = not a.no_progress
     if a.resume is not None:
         out = Path(a.resume)
-        return resume(out, progress, checkpoint_every=a.checkpoint_every), out, True
+        if not a.distributed:
+            return resume(out, progress, checkpoint_every=a.checkpoint_every), out, True
+        # every rank checks the folder before the process group forms: bad input is exit 2
+        checkpoint = check_resumable(out, int(os.environ["WORLD_SIZE"]))
+        world = init_world(checkpoint.config.train.device)
+        try:
+            progress = progress and world.main
+            result = resume(out, progress, checkpoint_every=a.checkpoint_every, world=world)
+            return result, out, world.main
+        finally:
+            close_world()
     config = config_from_args(a)
     build(config)  # a bad prior or guide setting fails here, before any output is written
     check_device(a.device)
@@ -187,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         result, out, reports = train(a)
     except TrainingInterrupted as e:
         run = a.resume or a.out
-        raise TrainingInterrupted(f"{e}; continue with --resume {run}", e.signum) from None
+        how = f"--resume {run}"
+        if a.distributed:
+            size = os.environ["WORLD_SIZE"]
+            how = f"torchrun --nproc_per_node {size} experiments/train_svi.py --distributed {how}"
+        raise TrainingInterrupted(f"{e}; continue with {how}", e.signum) from None
     if reports:
         print_summary(result.summary, out)
     return 0

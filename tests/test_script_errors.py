@@ -31,7 +31,7 @@ BAD_INPUTS = [
     ("train_svi.py --smoke --out README.md/run", "README.md is not a folder"),
     ("train_svi.py --resume /no/such/run", "holds no checkpoint"),
     ("train_svi.py --resume /tmp --steps 5", "drop --steps"),
-    ("train_svi.py --resume /tmp --distributed", "drop --distributed"),
+    ("train_svi.py --resume /tmp --distributed", "runs under torchrun"),
     ("train_svi.py --smoke --distributed", "runs under torchrun"),
     ("train_svi.py --smoke --checkpoint-every -1", "--checkpoint-every"),
     ("bench_step.py --smoke --checkpoint-cost --steps 1", "--steps"),

@@ -21,7 +21,15 @@ from torch.torch_version import TorchVersion
 
 from ..config import RunConfig
 from .build import build
-from .run_dir import versions, write_atomic
+from .run_dir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    RunDirError,
+    read_json,
+    versions,
+    write_atomic,
+)
 
 SAFE = [TorchVersion]  # a str subclass that checkpoints written before plain metadata hold
 
@@ -123,3 +131,47 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"):
     model, guide = restore(checkpoint, map_location)
     pyro.clear_param_store()
     return checkpoint.config, model, guide
+
+
+def check_resumable(run_dir: str | Path, world_size: int = 1) -> Checkpoint:
+    """The checkpoint of a stopped run in `run_dir` that `world_size` processes can continue:
+    RunDirError if there is none, the run is finished or was trained by another number of
+    processes; CheckpointError if it cannot resume. Reads only (before a process group forms)."""
+    run_dir = Path(run_dir).expanduser()
+    if run_dir.is_file():
+        raise RunDirError(f"resume takes the run folder, not a file: {run_dir.parent}")
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} holds no checkpoint to resume")
+    checkpoint = read_checkpoint(path)
+    if checkpoint.finished and (run_dir / SUMMARY_FILE).is_file():
+        steps = checkpoint.config.train.steps
+        raise RunDirError(f"{run_dir} is a finished run ({steps} steps); nothing to resume")
+    if not checkpoint.finished and not {"rng", "optimizer"} <= set(checkpoint.state):
+        raise CheckpointError(f"{path} has no optimiser and RNG state; it cannot be resumed")
+    recorded = checkpoint.state.get("world_size")
+    if recorded is None:  # a checkpoint from before world sizes were stored
+        recorded = ((read_json(run_dir / CONFIG_FILE) or {}).get("distributed") or {}).get(
+            "world_size", 1
+        )
+    if recorded != world_size:
+        how = (
+            "without torchrun"
+            if recorded == 1
+            else f"under torchrun --nproc_per_node {recorded} with --distributed"
+        )
+        raise RunDirError(
+            f"{run_dir} was trained by {recorded} process(es), not {world_size}: resume it {how}"
+        )
+    return checkpoint
+
+
+def continues(out: Path, config: RunConfig, sha256: str) -> bool:
+    """Whether `out` holds a resumable, unfinished checkpoint of `config` on the data whose hash
+    is `sha256`."""
+    try:
+        checkpoint = read_checkpoint(out / CHECKPOINT_FILE)
+    except (CheckpointError, FileNotFoundError):
+        return False
+    same = checkpoint.config == config and (checkpoint.corpus or {}).get("sha256") == sha256
+    return same and not checkpoint.finished and {"rng", "optimizer"} <= set(checkpoint.state)

@@ -20,6 +20,10 @@ single process up to the order of floating-point sums.
 Backends: gloo on the CPU, nccl on CUDA (rank r on device LOCAL_RANK). Rank 0 alone writes the
 run folder; metrics are reduced across ranks (the loss) or computed on the global batch (the
 routing statistics, the same on every rank).
+
+Signals: a SIGINT or SIGTERM to any rank is shared after every step (`agree_stop`), so every rank
+stops after the same step; rank 0 saves one checkpoint holding every rank's random states
+(`gather`), and `resume` under torchrun at the same world size continues it.
 """
 
 from __future__ import annotations
@@ -103,6 +107,27 @@ def wrap(elbo: torch.nn.Module, world: World, find_unused: bool) -> DistributedD
     part in the loss (a fixed prior's guide network), which DDP must be told."""
     device_ids = [world.local_rank] if world.backend == "nccl" else None
     return DistributedDataParallel(elbo, device_ids=device_ids, find_unused_parameters=find_unused)
+
+
+def agree_stop(signum: int | None, world: World | None) -> int | None:
+    """The signal any rank received (the largest number if several), the same on every rank;
+    one all-reduce of one integer per step (without a world: `signum`)."""
+    if world is None:
+        return signum
+    flag = torch.tensor([signum or 0], dtype=torch.int64)
+    if world.backend == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag) or None
+
+
+def gather(obj: object, world: World | None) -> list[object]:
+    """Every rank's `obj`, in rank order, on every rank (without a world: [obj])."""
+    if world is None:
+        return [obj]
+    out: list[object] = [None] * world.size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def mean_across(value: torch.Tensor, world: World | None) -> float:

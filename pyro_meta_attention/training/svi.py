@@ -18,16 +18,16 @@ whose loss diverges (`divergence.py`) stops, keeping its last good checkpoint.
 Nothing lives in Pyro's global param store (`module_local_params`), and it is cleared at the
 start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
 weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
-network first learns with every token on full attention (MQAR's chicken-and-egg: a network that
-    warm = step < tc.full_warmup and r.model.prior.fixed_weights() is None
-    route = FULL if warm else None  # warm-up: a routed model's network runs all-full
-    x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
+network first learns with every token on full attention (MQAR's chicken-and-egg: a network whose
+full attention never learned gives the router no reason to choose it). The run folder's owner
+and lock: `run_dir.py`; several processes: `distributed.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -48,16 +48,21 @@ from ..data.sources import DataSource, data_for
 from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
-from .checkpoint import Checkpoint, CheckpointError, read_checkpoint, restore, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    check_resumable,
+    continues,
+    restore,
+    save_checkpoint,
+)
 from .data_identity import DataMismatch, identity, training_data
-from .distributed import World, mean_across, rank_seed, shard, wrap
+from .distributed import World, agree_stop, gather, mean_across, rank_seed, shard, wrap
 from .divergence import TrainingDiverged, Watchdog
 from .rng import rng_state, set_rng_state
 from .run_dir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     SUMMARY_FILE,
-    RunDirError,
     append_metrics,
     check_owner,
     check_writable,
@@ -133,21 +138,11 @@ def fit(
         out = out if world.main else None
     if out is not None and existing == "resume":
         data = data_for(config) if data is None else data
-        if _resumable(Path(out), config, data):
+        if continues(Path(out), config, data.sha256):
             return resume(out, progress, data, checkpoint_every)
         existing = "overwrite"
     session = _setup(config, out, data, existing, checkpoint_every, world=world)
     return _run(session, progress)
-
-
-def _resumable(out: Path, config: RunConfig, data: DataSource) -> bool:
-    """Whether `out` holds a resumable, unfinished checkpoint of `config` on `data`."""
-    try:
-        checkpoint = read_checkpoint(out / CHECKPOINT_FILE)
-    except (CheckpointError, FileNotFoundError):
-        return False
-    same = checkpoint.config == config and (checkpoint.corpus or {}).get("sha256") == data.sha256
-    return same and not checkpoint.finished and {"rng", "optimizer"} <= set(checkpoint.state)
 
 
 def resume(
@@ -155,21 +150,13 @@ def resume(
     progress: bool = True,
     data: DataSource | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
+    world: World | None = None,
 ) -> FitResult:
-    """Continue the run in `run_dir` from its checkpoint (a finished one is only summarised);
-    RunDirError if it has no checkpoint or is finished, CheckpointError if it cannot resume."""
+    """Continue the run in `run_dir` from its checkpoint (`check_resumable`; a finished one is
+    only summarised). With `world` this process is one rank of the run's own world size; only
+    rank 0 writes."""
     run_dir = Path(run_dir).expanduser()
-    if run_dir.is_file():
-        raise RunDirError(f"resume takes the run folder, not a file: {run_dir.parent}")
-    path = run_dir / CHECKPOINT_FILE
-    if not path.is_file():
-        raise RunDirError(f"{run_dir} holds no checkpoint to resume")
-    checkpoint = read_checkpoint(path)
-    if checkpoint.finished and (run_dir / SUMMARY_FILE).is_file():
-        steps = checkpoint.config.train.steps
-        raise RunDirError(f"{run_dir} is a finished run ({steps} steps); nothing to resume")
-    if not checkpoint.finished and not {"rng", "optimizer"} <= set(checkpoint.state):
-        raise CheckpointError(f"{path} has no optimiser and RNG state; it cannot be resumed")
+    checkpoint = check_resumable(run_dir, 1 if world is None else world.size)
     if data is None and checkpoint.corpus is None:
         data = data_for(checkpoint.config)
     elif data is None:
@@ -177,7 +164,8 @@ def resume(
             data = training_data(checkpoint.config, checkpoint.corpus)
         except DataMismatch as e:
             raise DataMismatch(f"cannot resume {run_dir}: {e}") from None
-    session = _setup(checkpoint.config, run_dir, data, "resume", checkpoint_every, checkpoint)
+    out = run_dir if world is None or world.main else None
+    session = _setup(checkpoint.config, out, data, "resume", checkpoint_every, checkpoint, world)
     return _run(session, progress)
 
 
@@ -260,12 +248,17 @@ def _start_run_dir(s: _Session) -> None:
 
 
 def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
-    """The checkpoint after `s.done` steps: weights, optimiser, random states, data identity."""
+    """The checkpoint after `s.done` steps: weights, optimiser, random states (of every rank:
+    every rank calls this), data identity."""
+    ranks = None if s.world is None else gather(rng, s.world)
     if s.out is None:
         return
     r = s.result
     extra = {"optimizer": optimizer.state_dict(), "rng": rng, "step_times": s.step_times}
     extra |= {"corpus": identity(r.config, r.data), "run_id": s.run_id}
+    extra["world_size"] = 1 if s.world is None else s.world.size
+    if ranks is not None:
+        extra["rng_ranks"] = ranks
     save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, s.done, **extra)
     s.saved = s.done
 
@@ -287,7 +280,8 @@ def _start(s: _Session) -> tuple[Any, Batch | None]:
     if s.resumed is None:
         return optimizer, first
     optimizer.load_state_dict(s.resumed.state["optimizer"])
-    set_rng_state(s.resumed.state["rng"], s.generator)
+    rank = 0 if s.world is None else s.world.rank
+    set_rng_state(s.resumed.state.get("rng_ranks", [s.resumed.state["rng"]])[rank], s.generator)
     return optimizer, None
 
 
@@ -307,8 +301,9 @@ def _train(s: _Session, progress: bool) -> torch.optim.Optimizer:
                 if row is not None:
                     _log(s, row, bar)
                     watch.check_row(row["nats_per_token"], step, last=step == tc.steps - 1)
-                if stop.signum is not None and s.done < tc.steps:
-                    _stop(s, optimizer, stop.name, stop.signum)
+                signum = agree_stop(stop.signum, s.world)  # any rank's signal stops all
+                if signum is not None and s.done < tc.steps:
+                    _stop(s, optimizer, signal.Signals(signum).name, signum)
                 every = s.checkpoint_every
                 if every and s.done % every == 0 and s.done < tc.steps and not watch.high:
                     _save(s, rng_state(s.generator), optimizer)
@@ -333,14 +328,17 @@ def _log(s: _Session, row: dict[str, Any], bar) -> None:
 def _stop(s: _Session, optimizer, name: str, signum: int) -> None:
     """Save after a signal, then raise TrainingInterrupted."""
     _save(s, rng_state(s.generator), optimizer)
-    where = "" if s.out is None else f"; checkpoint saved in {s.out}"
+    where = f"; checkpoint saved in {s.out}" if s.out is not None else ""
+    if s.world is not None and not s.world.main:
+        where = f" (rank {s.world.rank}; rank 0 saved the checkpoint)"
     steps = s.result.config.train.steps
     raise TrainingInterrupted(f"{name} after step {s.done} of {steps}{where}", signum)
 
 
 def _interrupted(s: _Session, optimizer) -> None:
-    """A KeyboardInterrupt mid-step: keep what was trained (nothing before the first step)."""
-    if s.out is None or s.done == 0:
+    """A KeyboardInterrupt mid-step: keep what was trained (nothing before the first step; a
+    distributed run keeps its last checkpoint: the other ranks are not at a step's end)."""
+    if s.out is None or s.done == 0 or s.world is not None:
         return
     at, rng = s.boundary if s.boundary is not None else (None, None)
     _save(s, rng if at == s.done else rng_state(s.generator), optimizer)
