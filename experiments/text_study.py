@@ -116,6 +116,7 @@ def table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
         "nats_soft": "soft nats/token",
         "counted_hard_cost": "counted hard cost",
         "kl": "KL nats/token",
+        "data_routed": "routed by data",
     }
     lines = [
         "| model | seeds | " + " | ".join(keys.values()) + " | learned | hard nats per seed |",
@@ -125,7 +126,7 @@ def table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
         group = [
             r | {"bpb_hard": r["nats_hard"] / math.log(2)} for r in rows if r["label"] == label
         ]
-        cells = [fmt([r[k] for r in group]) for k in keys]
+        cells = [fmt([r.get(k) for r in group]) for k in keys]
         learned = f"{sum(r['routing_learned'] for r in group)}/{len(group)}"
         seeds = ", ".join(f"{r['nats_hard']:.3f}" for r in group)
         lines.append(
@@ -167,17 +168,18 @@ def class_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
     lines = [
         "",
         f"Held-out positions by repeat class (k = {DEFAULT_K} bytes; analysis/repeats.py): {share}.",
-        "Hard nats per class, and per layer the share of each class's positions routed full",
-        "(argmax, %):",
+        "Hard nats per class, per layer the share of each class's positions routed full (argmax,",
+        "%; for long repeats: the recall of full routing), and per layer the precision: the share",
+        "of full-routed positions that are repeats, short or long (—: none routed full):",
         "",
         "| model | " + " | ".join(f"hard nats {n}" for n in REPEAT_CLASSES)
-        + " | → full per layer, " + " / ".join(REPEAT_CLASSES) + " |",
-        "|---" * (len(REPEAT_CLASSES) + 2) + "|",
+        + " | → full per layer, " + " / ".join(REPEAT_CLASSES) + " | precision per layer |",
+        "|---" * (len(REPEAT_CLASSES) + 3) + "|",
     ]  # fmt: skip
     for label in labels:
         group = [r for r in rows if r["label"] == label]
         if "class_nats_hard" not in group[0]:
-            lines.append(f"| `{label}` |" + " — |" * (len(REPEAT_CLASSES) + 1))
+            lines.append(f"| `{label}` |" + " — |" * (len(REPEAT_CLASSES) + 2))
             continue
         cells = [fmt([r["class_nats_hard"][n] for r in group]) for n in REPEAT_CLASSES]
         full = [
@@ -187,8 +189,27 @@ def class_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
             )
             for layer in range(len(group[0]["class_layer_share"]))
         ]
-        lines.append(f"| `{label}` | " + " | ".join(cells) + " | " + "; ".join(full) + " |")
+        precision = "; ".join(
+            full_precision(group, layer) for layer in range(len(group[0]["class_layer_share"]))
+        )
+        lines.append(
+            f"| `{label}` | " + " | ".join(cells) + " | " + "; ".join(full) + f" | {precision} |"
+        )
     return lines
+
+
+def full_precision(group: list[dict[str, Any]], layer: int) -> str:
+    """Mean over seeds of the share of a layer's full-routed positions that are repeats (short
+    or long), in %; "—" when no seed routed any position full."""
+    values = []
+    for r in group:
+        routed = {
+            n: r["class_share"][n] * r["class_layer_share"][layer][n][0] for n in REPEAT_CLASSES
+        }
+        total = sum(routed.values())
+        if total > 0:
+            values.append((routed["short-repeat"] + routed["long-repeat"]) / total)
+    return "—" if not values else f"{100 * statistics.fmean(values):.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
