@@ -220,6 +220,19 @@ def check_train_set(out: Path, stdout: str) -> None:
     assert config["train"]["full_warmup"] == 2 and config["train"]["kl_weight"] == 0.5
 
 
+def check_demo_checkpoint(out: Path, stdout: str) -> None:
+    """The smoke demo: only weights and config (no optimiser, random states or run id), and a
+    record whose sha256 is the file's; `load_demo` reads it (HERE pointed at `out`)."""
+    import pyro_meta_attention.demo as demo
+
+    state = torch.load(out / "mqar-routing.pt", weights_only=True)
+    assert set(state) == {"config", "step", "model", "guide", "corpus"}
+    record = json.loads((out / "mqar-routing.json").read_text())
+    assert record["sha256"] == demo.sha256(out / "mqar-routing.pt")
+    assert record["command"].endswith("--smoke") and record["seed"] == 0
+    assert "wrote" in stdout
+
+
 EXAMPLES = [
     ("train_svi.py --smoke --no-progress --out {out}/run", check_train_run),
     ("train_svi.py --smoke --no-progress --prior none --out {out}/run", check_train_run),
@@ -275,6 +288,7 @@ EXAMPLES = [
         check_bench_decode_trained,
     ),
     ("length_curve.py --smoke --json {out}/curve.json --plot {out}/curve.png", check_length_curve),
+    ("demo_checkpoint.py --smoke --no-progress --out {out}", check_demo_checkpoint),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "
         "--no-progress --out {out}",
