@@ -12,6 +12,7 @@ from typing import Any
 
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 POSITIONS = ("rope", "learned")  # ModelConfig.positions
+FULL_UNTIL = ("steps", "evidence")  # TrainConfig.full_until
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class TrainConfig:
     kl_weight: float = 1.0  # final weight beta of the routing KL
     kl_anneal: int = 200  # steps over which beta rises linearly from 0 to kl_weight
     full_warmup: int = 0  # first steps in which the network runs all-full attention (see fit)
+    full_until: str = "steps"  # "steps": full_warmup steps; "evidence": until full attention
+    # has learned what it pays for (training/warmup.py); hardening then counts from its end
     guide_lr_scale: float = 1.0  # the guide's learning rate over the network's
     harden_final: float = 0.0  # soft-to-hard schedule: final entropy threshold tau (0 = off)
     harden_start: int = 0  # step at which tau starts rising from 0
@@ -127,6 +130,10 @@ class TrainConfig:
             if not math.isfinite(value) or value < 0 or (name in positive and value == 0):
                 bound = "> 0" if name in positive else ">= 0"
                 raise ValueError(f"TrainConfig.{name} must be finite and {bound}, got {value}")
+        if self.full_until not in FULL_UNTIL:
+            raise ValueError(
+                f"TrainConfig.full_until must be one of {FULL_UNTIL}, got {self.full_until!r}"
+            )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"TrainConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
 

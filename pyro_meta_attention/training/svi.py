@@ -15,12 +15,9 @@ resumed run logs exactly the rows the uninterrupted run would have (bitwise on t
 same thread count). A run that fails before its first step leaves no run files behind; one
 whose loss diverges (`divergence.py`) stops, keeping its last good checkpoint.
 
-Nothing lives in Pyro's global param store (`module_local_params`), and it is cleared at the
-start anyway, so a new module can never silently pick up an old run's weights. Schedules (KL
-weight, learning rate, hardening threshold) are in `schedules.py`. With `full_warmup` the
-network first learns with every token on full attention (MQAR's chicken-and-egg: a network whose
-full attention never learned gives the router no reason to choose it). The run folder's owner
-and lock: `run_dir.py`; several processes: `distributed.py`.
+Nothing lives in Pyro's global param store (`module_local_params`; it is cleared at the start
+anyway). Schedules: `schedules.py`; the all-full warm-up of the routing recipe: `warmup.py`;
+the run folder's owner and lock: `run_dir.py`; several processes: `distributed.py`.
 """
 
 from __future__ import annotations
@@ -45,7 +42,6 @@ from ..bayes.model import RoutingModel
 from ..config import RunConfig
 from ..data.batches import Batch
 from ..data.sources import DataSource, data_for
-from ..mechanisms import MECHANISMS
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
 from .checkpoint import (
@@ -76,9 +72,9 @@ from .run_dir import (
 from .schedules import hardening_tau, kl_beta, lr_factor
 from .signals import TrainingInterrupted, stop_on_signals
 from .summary import summarise
+from .warmup import FULL, FullWarmup, reference_gap
 
 logger = logging.getLogger(__name__)
-FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
 CHECKPOINT_EVERY = 500  # default steps between periodic checkpoints (0 = none)
 
 
@@ -108,6 +104,7 @@ class _Session:
     saved: int | None = None  # steps done at the last checkpoint written
     world: World | None = None  # the DDP process group (None: one process)
     run_id: str | None = None  # the run's owner id (None: a run from before run ids)
+    warmup: FullWarmup | None = None  # when the network trains all-full (warmup.py)
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the folder's
 
     def batch(self) -> Batch:
@@ -216,6 +213,8 @@ def _setup(
     elbo = make_elbo(tc.elbo)(model, guide)
     s = _Session(result, elbo, gen, out_dir, checkpoint_every, world=world)
     s.run_id = uuid.uuid4().hex if resumed is None else resumed.state.get("run_id")
+    s.warmup = FullWarmup.of(tc, model.prior.fixed_weights() is not None)
+    s.warmup.load(None if resumed is None else resumed.state.get("warmup"))
     if resumed is not None:
         s.resumed, s.done, s.saved = resumed, resumed.step, resumed.step
         s.step_times = list(resumed.state.get("step_times", []))
@@ -256,7 +255,7 @@ def _save(s: _Session, rng: dict[str, Any], optimizer) -> None:
     r = s.result
     extra = {"optimizer": optimizer.state_dict(), "rng": rng, "step_times": s.step_times}
     extra |= {"corpus": identity(r.config, r.data), "run_id": s.run_id}
-    extra["world_size"] = 1 if s.world is None else s.world.size
+    extra |= {"world_size": 1 if s.world is None else s.world.size, "warmup": s.warmup.state()}
     if ranks is not None:
         extra["rng_ranks"] = ranks
     save_checkpoint(s.out / CHECKPOINT_FILE, r.config, r.model, r.guide, s.done, **extra)
@@ -354,11 +353,15 @@ def _svi_step(
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor(step, tc.warmup, tc.steps)
     beta = kl_beta(step, tc.kl_weight, tc.kl_anneal)
-    tau = hardening_tau(step, tc.harden_start, tc.harden_end, tc.harden_final)
-    warm = step < tc.full_warmup and r.model.prior.fixed_weights() is None
+    at = step - s.warmup.offset()  # hardening counts from the warm-up's end ("evidence")
+    tau = hardening_tau(at, tc.harden_start, tc.harden_end, tc.harden_final)
+    warm = s.warmup.active(step)
     route = FULL if warm else None  # warm-up: a routed model's network runs all-full
     x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
     t0 = time.perf_counter()
+    if warm and s.warmup.probes(step):  # the evidence that ends an "evidence" warm-up
+        gap = reference_gap(r.model.net, mine.x, mine.y, mine.mask)
+        s.warmup.observe(step, mean_across(torch.tensor(gap), s.world))
     loss = s.elbo(mine.x, mine.y, beta=beta, tau=tau, obs_mask=mine.mask, route=route)
     loss_value = mean_across(loss, s.world)  # the global batch's loss
     watch.check_loss(loss_value, step)  # before the update: the checkpoint stays good
@@ -390,5 +393,7 @@ def _svi_step(
         "bits_per_byte": bits_per_byte(nats),
         "beta": beta,
         "tau": tau,
+        "full_warmup": warm,
+        "reference_gap": s.warmup.gap(),
         **stats,
     }
