@@ -212,7 +212,8 @@ def _setup(
     out_dir = None if out is None else Path(out)
     elbo = make_elbo(tc.elbo)(model, guide)
     s = _Session(result, elbo, gen, out_dir, checkpoint_every, world=world)
-    s.run_id = uuid.uuid4().hex if resumed is None else resumed.state.get("run_id")
+    run_id = uuid.uuid4().hex if resumed is None else resumed.state.get("run_id")
+    s.run_id = gather(run_id, world)[0]  # rank 0's, on every rank
     s.warmup = FullWarmup.of(tc, model.prior.fixed_weights() is not None)
     s.warmup.load(None if resumed is None else resumed.state.get("warmup"))
     if resumed is not None:
@@ -335,8 +336,7 @@ def _stop(s: _Session, optimizer, name: str, signum: int) -> None:
 
 
 def _interrupted(s: _Session, optimizer) -> None:
-    """A KeyboardInterrupt mid-step: keep what was trained (nothing before the first step; a
-    distributed run keeps its last checkpoint: the other ranks are not at a step's end)."""
+    """A KeyboardInterrupt mid-step: save what was trained (one process, after its first step)."""
     if s.out is None or s.done == 0 or s.world is not None:
         return
     at, rng = s.boundary if s.boundary is not None else (None, None)
