@@ -30,6 +30,7 @@ from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import RunConfig
 from pyro_meta_attention.training.run_dir import (
     CONFIG_FILE,
+    SUMMARY_FILE,
     check_writable,
     versions,
     write_json,
@@ -76,6 +77,32 @@ def finished(out: Path, config: RunConfig, run_file: str) -> Row | None:
     except (OSError, ValueError, KeyError):
         return None
     return row if trained == config.to_dict() else None
+
+
+def _training_key(config: RunConfig) -> dict[str, Any]:
+    """What a run's training depends on: a fixed-full network never runs local or linear
+    attention, so neither the local window nor the linear chunk changes one bit of it."""
+    key = config.to_dict()
+    if config.prior.name == "fixed-full":
+        key["model"] = {**key["model"], "window": None, "chunk": None}
+    return key
+
+
+def trained_elsewhere(out: Path, config: RunConfig) -> Path | None:
+    """A finished run folder of any study beside this one (OUT/<tag>/<model>/seed<k>) whose
+    training is `config`'s (`_training_key`), to be scored again rather than trained again."""
+    want = _training_key(config)
+    for path in sorted(out.parents[2].glob(f"*/*/seed*/{CONFIG_FILE}")):
+        folder = path.parent
+        if folder == out or not (folder / SUMMARY_FILE).is_file():
+            continue
+        try:
+            trained = RunConfig.from_dict(json.loads(path.read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if trained != config and _training_key(trained) == want:
+            return folder
+    return None
 
 
 def _one_thread(score: Score, *args) -> Row:

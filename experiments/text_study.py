@@ -34,7 +34,15 @@ from typing import Any
 import pyro
 import torch
 from common import UsageError, main_guard
-from studies import finished, fmt, pareto, run_study, study_parser, write_study
+from studies import (
+    finished,
+    fmt,
+    pareto,
+    run_study,
+    study_parser,
+    trained_elsewhere,
+    write_study,
+)
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
@@ -47,7 +55,9 @@ from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
 from pyro_meta_attention.simplex import argmax_share
-from pyro_meta_attention.training.run_dir import write_json
+from pyro_meta_attention.training.build import build
+from pyro_meta_attention.training.checkpoint import read_checkpoint
+from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE, write_config, write_json
 from pyro_meta_attention.training.svi import fit
 
 RUN_FILE = "text_run.json"  # one run's scores, written beside its checkpoint
@@ -61,10 +71,21 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         return {**done, "label": label, "reused": True}
     (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
     t0 = time.perf_counter()
-    result = fit(config, out=out, progress=False, existing="resume")  # an interrupted run goes on
+    elsewhere = trained_elsewhere(out, config)
+    if elsewhere is None:
+        result = fit(config, out=out, progress=False, existing="resume")  # a stopped run goes on
+        model, guide, data = result.model, result.guide, result.data
+    else:  # the same weights, scored under this config (its window's repeat classes)
+        model, guide = build(config)
+        state = read_checkpoint(elsewhere / CHECKPOINT_FILE).state
+        model.load_state_dict(state["model"])
+        guide.load_state_dict(state["guide"])
+        data = data_for(config)
+        out.mkdir(parents=True, exist_ok=True)
+        write_config(out, config, {"trained_in": str(elsewhere)})
     train_s = time.perf_counter() - t0
-    model, guide = result.model.eval(), result.guide.eval()
-    batches = held_out_batches(result.data, config)
+    model, guide = model.eval(), guide.eval()
+    batches = held_out_batches(data, config)
     batches = with_repeat_classes(batches, DEFAULT_K, config.model.window)
     cost = cost_model_for(config.model)
     rows = {
@@ -103,7 +124,7 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         "verdict": verdict,
         "tokens": rows["hard"]["val_tokens"],
         "train_s": train_s,
-        "run_dir": str(out),
+        "run_dir": str(out if elsewhere is None else elsewhere),
     }
     write_json(out / RUN_FILE, row)
     return row
