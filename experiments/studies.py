@@ -70,13 +70,14 @@ def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
 
 
 def finished(out: Path, config: RunConfig, run_file: str) -> Row | None:
-    """The scores (`out/run_file`) of a finished run in `out` trained from `config`, else None."""
+    """The scores (`out/run_file`) of a finished run in `out` trained from `config`, else None
+    (a config.json written before a field was added reads with the field's default)."""
     try:
         row = json.loads((out / run_file).read_text())
-        trained = json.loads((out / CONFIG_FILE).read_text())["config"]
-    except (OSError, ValueError, KeyError):
+        trained = RunConfig.from_dict(json.loads((out / CONFIG_FILE).read_text())["config"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return row if trained == config.to_dict() else None
+    return row if trained == config else None  # parsed: a field added since has its default
 
 
 def _training_key(config: RunConfig) -> dict[str, Any]:

@@ -63,3 +63,15 @@ def test_set_changes_the_network_of_every_model_and_the_recipe_of_the_routers_on
     (_, fixed), (_, router) = configs_for(a, mqar_config())
     assert fixed.model.rope_linear and router.model.rope_linear
     assert (fixed.train.full_warmup, router.train.full_warmup) == (0, 5)
+
+
+def test_a_run_from_before_a_new_config_field_is_still_reused(tmp_path):
+    """A field added to the config since a run was trained (here: guide.match_k,
+    train.full_until) reads with its default: the run is reused, not retrained (and deleted)."""
+    (first,) = study(tmp_path, "a", "fixed-local")
+    path = tmp_path / "a" / "fixed-local" / "seed0" / "config.json"
+    recorded = json.loads(path.read_text())
+    del recorded["config"]["guide"]["match_k"], recorded["config"]["train"]["full_until"]
+    path.write_text(json.dumps(recorded))
+    (again,) = study(tmp_path, "a", "fixed-local")
+    assert again["reused"] and again["accuracy_hard"] == first["accuracy_hard"]
