@@ -33,7 +33,7 @@ from typing import Any
 
 import pyro
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: no ipywidgets needed in a notebook
 
 from ..analysis.bits import bits_per_byte
 from ..analysis.routing_stats import routing_stats
