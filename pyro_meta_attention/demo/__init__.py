@@ -1,6 +1,6 @@
 """The shipped demo checkpoint: a small model whose routing was learned, loadable in one call.
 
-    from pyro_meta_attention.demo import load_demo
+    from pyro_meta_attention import load_demo
     config, model, guide = load_demo()  # MQAR, routing recipe: queries to full, the rest local
 
 `mqar-routing.pt` is the `mqar-routing` preset (MQAR, T = 64, w = 8, 4 pairs; all-full warm-up,
