@@ -14,8 +14,10 @@ from ..config import RunConfig
 from .batches import Batch
 from .corpus import Corpus, load_corpus
 from .mqar import MQAR_TASK, MQARConfig, MQARTask
+from .recall import RECALL_TASK
 
 DataSource = Corpus | MQARTask
+SYNTHETIC = (MQAR_TASK, RECALL_TASK)  # the built-in tasks a data path may name
 
 
 def data_for(config: RunConfig, path: str | None = None) -> DataSource:
@@ -25,8 +27,8 @@ def data_for(config: RunConfig, path: str | None = None) -> DataSource:
     path = d.path if path is None else path
     if path == MQAR_TASK:
         return MQARTask(MQARConfig(seq_len=m.block_size, pairs=d.mqar_pairs, window=m.window))
-    if path is not None and path.startswith("synthetic:"):
-        raise ValueError(f"unknown synthetic task {path!r}: the one task is {MQAR_TASK!r}")
+    if path is not None and path.startswith("synthetic:") and path not in SYNTHETIC:
+        raise ValueError(f"unknown synthetic task {path!r}: the tasks are {', '.join(SYNTHETIC)}")
     return load_corpus(path, m.block_size, d.max_bytes, d.val_fraction)
 
 
