@@ -28,6 +28,7 @@ import math
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,7 @@ from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
 from pyro_meta_attention.simplex import argmax_share
-from pyro_meta_attention.training.build import build
-from pyro_meta_attention.training.checkpoint import read_checkpoint
+from pyro_meta_attention.training.checkpoint import read_checkpoint, restore
 from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE, write_config, write_json
 from pyro_meta_attention.training.svi import fit
 
@@ -76,10 +76,8 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
         result = fit(config, out=out, progress=False, existing="resume")  # a stopped run goes on
         model, guide, data = result.model, result.guide, result.data
     else:  # the same weights, scored under this config (its window's repeat classes)
-        model, guide = build(config)
-        state = read_checkpoint(elsewhere / CHECKPOINT_FILE).state
-        model.load_state_dict(state["model"])
-        guide.load_state_dict(state["guide"])
+        trained = read_checkpoint(elsewhere / CHECKPOINT_FILE)
+        model, guide = restore(replace(trained, config=config))
         data = data_for(config)
         out.mkdir(parents=True, exist_ok=True)
         write_config(out, config, {"trained_in": str(elsewhere)})

@@ -23,7 +23,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from .mechanisms import MECHANISMS
 from .simplex import normalised_entropy
 
 SOFT = -1
@@ -52,6 +54,16 @@ def parse_policy(text: str) -> Policy:
             raise ValueError(f"policy {text!r}: the value must be finite and >= 0")
         return Policy(kind, value)
     raise ValueError(f"bad policy {text!r}; use soft, hard, threshold:X or budget:Y")
+
+
+def one_mechanism(
+    x: torch.Tensor, name: str, n_layer: int, dtype: torch.dtype
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Every token of x [B, T] routed hard to mechanism `name` in every layer, as the network
+    takes it: (n_layer x one-hot alpha [B, T, M], n_layer x assignment [B, T])."""
+    assignment = torch.full_like(x, MECHANISMS.index(name))
+    alpha = F.one_hot(assignment, len(MECHANISMS)).to(dtype)
+    return [alpha] * n_layer, [assignment] * n_layer
 
 
 def assign(

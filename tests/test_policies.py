@@ -58,3 +58,16 @@ def test_budget_hardens_most_confident_first_and_meets_the_budget(budget):
 def test_unreachable_budget_hardens_everything():
     a = alpha_bar(2)
     assert torch.equal(assign(Policy("budget", 0.0), a, COST), a.argmax(-1))
+
+
+def test_one_mechanism_routes_every_token_of_every_layer_hard():
+    from pyro_meta_attention.mechanisms import MECHANISMS
+    from pyro_meta_attention.policies import one_mechanism
+
+    x = torch.randint(0, 256, (2, 5))
+    alphas, assignments = one_mechanism(x, "local", 3, torch.float64)
+    m = MECHANISMS.index("local")
+    assert len(alphas) == len(assignments) == 3
+    assert alphas[0].shape == (2, 5, len(MECHANISMS)) and alphas[0].dtype == torch.float64
+    assert bool((alphas[0].argmax(-1) == m).all()) and bool((alphas[0].sum(-1) == 1).all())
+    assert bool((assignments[2] == m).all()) and assignments[2].dtype == torch.int64

@@ -23,9 +23,8 @@ from torch import Tensor
 
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
-from ..mechanisms import MECHANISMS
 from ..network import RoutedTransformer
-from ..policies import assign, parse_policy
+from ..policies import assign, one_mechanism, parse_policy
 
 VARIANTS = ("soft", "hard", "all-full", "all-local", "full-windowed")
 
@@ -63,10 +62,7 @@ def position_nats(
             "hard": (mean, [assign(hard, a, cost) for a in mean]),
         }
         for name in ("full", "local"):
-            m = MECHANISMS.index(name)
-            assignment = torch.full_like(x, m)
-            alpha = F.one_hot(assignment, len(MECHANISMS)).to(mean[0].dtype)
-            routes[f"all-{name}"] = ([alpha] * L, [assignment] * L)
+            routes[f"all-{name}"] = one_mechanism(x, name, L, mean[0].dtype)
         routes["full-windowed"] = routes["all-local"]  # run by `windowed`: w = block_size
         for variant, (alphas, assignments) in routes.items():
             net = windowed if variant == "full-windowed" else model.net

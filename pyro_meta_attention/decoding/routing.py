@@ -4,8 +4,9 @@ A router gives a prompt its routing in one pass (`prefill`) and then one positio
 (`step`), both as a `Route`. `GuideRouter` reads the trained guide, which is causal: the
 routing of token t depends on bytes t - context + 1 .. t and on t itself, so a step runs the
 guide on that window alone (`RoutingGuide.raw(window, offset)`), never on the whole prefix
-again (a guide with match features reads the whole prefix: `RoutingGuide.reach`). Its policy (`policies.py`) applies per token; `budget:Y` is the one policy that looks
-at other tokens, and at decode time it becomes causal (`OnlineBudget`). `MixRouter` routes
+again (a guide with match features does: `RoutingGuide.reach` is None). Its policy
+(`policies.py`) applies per token; `budget:Y` is the one policy that looks at other tokens,
+and at decode time it becomes causal (`OnlineBudget`). `MixRouter` routes
 every token hard and independently with fixed shares (benchmarks, random weights).
 """
 

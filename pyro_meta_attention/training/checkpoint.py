@@ -93,7 +93,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The checkpoint in `path`, checked; CheckpointError (or FileNotFoundError) if unusable."""
     path = Path(path).expanduser()
     if path.is_dir():
-        hint = " (it holds checkpoint.pt)" if (path / "checkpoint.pt").is_file() else ""
+        hint = f" (it holds {CHECKPOINT_FILE})" if (path / CHECKPOINT_FILE).is_file() else ""
         raise FileNotFoundError(f"{path} is a folder, not a checkpoint file{hint}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

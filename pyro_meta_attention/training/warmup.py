@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from ..config import TrainConfig
 from ..mechanisms import MECHANISMS
+from ..policies import one_mechanism
 
 FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
 PROBE_EVERY = 25  # steps between reference probes ("evidence")
@@ -103,10 +104,8 @@ def reference_gap(net, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | No
     scored positions, None: all), the same weights routed hard one way, then the other."""
     nats = {}
     for name in ("full", "local"):
-        assignment = torch.full_like(x, MECHANISMS.index(name))
-        alpha = F.one_hot(assignment, len(MECHANISMS)).to(net.tok_emb.weight.dtype)
-        L = len(net.blocks)
-        logits = net(x, [alpha] * L, [assignment] * L)  # [B, T, V]
+        alphas, assignments = one_mechanism(x, name, len(net.blocks), net.tok_emb.weight.dtype)
+        logits = net(x, alphas, assignments)  # [B, T, V]
         loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # [B, T]
         nats[name] = float(loss[mask].mean() if mask is not None else loss.mean())
     return nats["local"] - nats["full"]
