@@ -12,7 +12,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,notebook]"
+	$(BIN)/pip install -q -e ".[dev,notebook,cluster,tensorboard]"
 
 train: install
 	$(BIN)/python experiments/train_svi.py --out runs/default

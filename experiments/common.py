@@ -35,6 +35,7 @@ from typing import Any
 
 import pyro
 import torch
+from runner import BACKENDS
 
 from pyro_meta_attention.config import RunConfig, smoke_config
 from pyro_meta_attention.data.corpus import Corpus, CorpusError
@@ -65,7 +66,8 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
     def add_flags(self, *names: str) -> None:
-        """The flags several scripts share, by name: smoke, progress, device, seed."""
+        """The flags several scripts share, by name: smoke, progress, device, seed, tensorboard
+        (--tensorboard DIR), runner (--backend, --address: the studies' `runner.py`)."""
         for name in names:
             if name == "smoke":
                 self.add_argument("--smoke", action="store_true", help="tiny and fast (for tests)")
@@ -75,6 +77,13 @@ class ArgumentParser(argparse.ArgumentParser):
                 self.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
             elif name == "seed":
                 self.add_argument("--seed", type=seed_value, default=0, help="random seed")
+            elif name == "tensorboard":
+                self.add_argument(
+                    "--tensorboard", default=None, metavar="DIR", help="TensorBoard event files"
+                )
+            elif name == "runner":
+                self.add_argument("--backend", default="local", choices=BACKENDS, help="run pool")
+                self.add_argument("--address", default=None, help="a Ray cluster (--backend ray)")
             else:
                 raise KeyError(f"no shared flag {name!r}")
 
@@ -123,6 +132,19 @@ def out_folder(out: str | None) -> Path | None:
         return check_writable(out)
     except ValueError as e:
         raise UsageError(str(e)) from None
+
+
+def tensorboard_folder(path: str | None) -> Path | None:
+    """--tensorboard DIR, checked before any work: writable, and the package installed."""
+    if path is None:
+        return None
+    try:
+        import tensorboard  # noqa: F401  (torch's SummaryWriter needs it)
+    except ImportError:
+        raise UsageError(
+            "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
+        ) from None
+    return out_folder(path)
 
 
 def at_least(value: int | None, minimum: int, flag: str) -> None:

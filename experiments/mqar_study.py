@@ -61,14 +61,18 @@ def class_layer_shares(alpha_bar: torch.Tensor, classes: torch.Tensor) -> list[d
     return [class_shares(alpha_bar[:, :, l : l + 1], classes, CLASS_NAMES) for l in range(L)]
 
 
-def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
+def run_one(
+    label: str, config: RunConfig, out: Path, samples: int, tensorboard: Path | None = None
+) -> dict[str, Any]:
     """Train one (model, seed) and score it on the held-out sequences (or reuse a finished run)."""
     done = finished(out, config, RUN_FILE)
     if done is not None:
         return {**done, "label": label, "reused": True}
     (out / RUN_FILE).unlink(missing_ok=True)  # a stale score must never pass for this run's
     t0 = time.perf_counter()
-    result = fit(config, out=out, progress=False, existing="resume")  # an interrupted run goes on
+    result = fit(
+        config, out=out, progress=False, existing="resume", tensorboard=tensorboard
+    )  # an interrupted run goes on
     train_s = time.perf_counter() - t0
     model, guide = result.model.eval(), result.guide.eval()
     batches = held_out_batches(result.data, config)

@@ -1,30 +1,35 @@
 """What the routing studies share: models named on the command line, one config per model and
-seed, runs reused when finished, one thread per run in a process pool, mean ± sd cells, earlier
-studies combined, and a Pareto plot.
+seed, runs reused when finished, mean ± sd cells, earlier studies combined, and a Pareto plot;
+the runs go through `runner.py` (a local process pool or Ray, one thread per run).
 
 Used by `mqar_study.py` (answer accuracy on MQAR) and `text_study.py` (nats on text); each owns
-its scoring of one run (`score(label, config, out, samples) -> row`), its base config and its
+its scoring of one run (`score(label, config, out, samples, tensorboard) -> row`), its base config and its
 table; `study_parser` + `run_study` are the command line and the train-or-combine flow they share.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import platform
 import shlex
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from common import ArgumentParser, UsageError, add_set_flag, at_least, parse_set
-from tqdm.auto import tqdm
+from common import (
+    ArgumentParser,
+    UsageError,
+    add_set_flag,
+    at_least,
+    parse_set,
+    tensorboard_folder,
+)
+from runner import run_calls
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import RunConfig
@@ -38,7 +43,7 @@ from pyro_meta_attention.training.run_dir import (
 )
 
 Row = dict[str, Any]
-Score = Callable[..., Row]  # score(label, config, out, samples) -> one run's row
+Score = Callable[..., Row]  # score(label, config, out, samples, tensorboard) -> one run's row
 
 
 def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
@@ -104,32 +109,6 @@ def trained_elsewhere(out: Path, config: RunConfig) -> Path | None:
         if trained != config and _training_key(trained) == want:
             return folder
     return None
-
-
-def _one_thread(score: Score, *args) -> Row:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two processes with two threads each ran ~20x slower here
-    try:
-        return score(*args)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def train_all(score: Score, args: list[tuple], jobs: int, progress: bool, desc: str) -> list[Row]:
-    """score(*arg) for every arg, `jobs` at a time, one thread each; rows in input order."""
-    rows: list[Row] = [{} for _ in args]
-    with tqdm(total=len(args), desc=desc, disable=not progress) as bar:
-        if jobs == 1:
-            for i, arg in enumerate(args):
-                rows[i] = _one_thread(score, *arg)
-                bar.update()
-            return rows
-        with ProcessPoolExecutor(jobs, multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_one_thread, score, *arg): i for i, arg in enumerate(args)}
-            for future in as_completed(futures):
-                rows[futures[future]] = future.result()
-                bar.update()
-    return rows
 
 
 def fmt(values: list[float | None], digits: int = 3) -> str:
@@ -213,7 +192,7 @@ def study_parser(doc: str, prefix: str) -> ArgumentParser:
     p.add_argument("--out", default=f"runs/{prefix}", help="run folders go to OUT/<tag>/")
     p.add_argument("--results", default=None, help="table folder (default experiments/results)")
     p.add_argument("--combine", nargs="+", metavar="TAG", help="tabulate earlier studies' rows")
-    p.add_flags("smoke", "progress")
+    p.add_flags("smoke", "progress", "tensorboard", "runner")
     return p
 
 
@@ -252,13 +231,23 @@ def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], sco
         config = base()
         if a.steps:
             config = config.override(train={"steps": a.steps})
-        root = Path(a.out) / a.tag
+        root, board = Path(a.out) / a.tag, tensorboard_folder(a.tensorboard)
+        runs = [(label, c, f"{label}/seed{c.train.seed}") for label, c in configs_for(a, config)]
         args = [
-            (label, c, root / label / f"seed{c.train.seed}", a.samples)
-            for label, c in configs_for(a, config)
+            (label, c, root / run, a.samples, None if board is None else board / a.tag / run)
+            for label, c, run in runs
         ]
         t0 = time.perf_counter()
-        rows = train_all(score, args, a.jobs, not a.no_progress, f"{prefix} runs")
+        rows = run_calls(
+            score,
+            args,
+            a.jobs,
+            a.backend,
+            a.address,
+            not a.no_progress,
+            f"{prefix} runs",
+            names=[run for *_, run in runs],
+        )
         reused = sum(bool(r.get("reused")) for r in rows)
         title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
         details = [
@@ -267,7 +256,8 @@ def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], sco
             "model, the rest for the non-fixed ones)",
             f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
             f"run; {len(rows) - reused} runs trained ({reused} reused) in "
-            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}",
+            f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}"
+            + ("" if a.backend == "local" else f" on {a.backend}"),
         ]
         commands = [command]
     labels = list(dict.fromkeys(r["label"] for r in rows))

@@ -64,7 +64,9 @@ RUN_FILE = "text_run.json"  # one run's scores, written beside its checkpoint
 DEFAULT_DATA = "../shared/data/tinyshakespeare.txt"
 
 
-def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str, Any]:
+def run_one(
+    label: str, config: RunConfig, out: Path, samples: int, tensorboard: Path | None = None
+) -> dict[str, Any]:
     """Train one (model, seed) and score it on the held-out windows (or reuse a finished run)."""
     done = finished(out, config, RUN_FILE)
     if done is not None:
@@ -73,7 +75,9 @@ def run_one(label: str, config: RunConfig, out: Path, samples: int) -> dict[str,
     t0 = time.perf_counter()
     elsewhere = trained_elsewhere(out, config)
     if elsewhere is None:
-        result = fit(config, out=out, progress=False, existing="resume")  # a stopped run goes on
+        result = fit(
+            config, out=out, progress=False, existing="resume", tensorboard=tensorboard
+        )  # a stopped run goes on
         model, guide, data = result.model, result.guide, result.data
     else:  # the same weights, scored under this config (its window's repeat classes)
         trained = read_checkpoint(elsewhere / CHECKPOINT_FILE)

@@ -7,6 +7,7 @@
     python experiments/train_svi.py --smoke --out /tmp/smoke   # tiny model, a few steps
     python experiments/train_svi.py --resume runs/latest       # continue a stopped run
     torchrun --nproc_per_node 2 experiments/train_svi.py --distributed --out runs/ddp   # DDP
+    python experiments/train_svi.py --tensorboard runs/tb/latest   # curves: tensorboard --logdir runs/tb
 
 Writes config.json, metrics.jsonl, checkpoint.pt and summary.json to --out, and prints a
 summary that says whether routing was learned. A folder that already holds a run is refused
@@ -17,6 +18,10 @@ whose loss diverges stops with an error and keeps its last good checkpoint.
 --distributed makes this process one rank of a torchrun launch (torch DDP: gloo on the CPU,
 nccl on CUDA; pyro_meta_attention/training/distributed.py): --batch-size is per process, every
 rank trains on its own windows, gradients are averaged, rank 0 writes --out and prints.
+
+--tensorboard DIR writes the metrics rows as scalars, the posterior mean routing weights as
+histograms per layer and the summary to an event file in DIR (only rank 0 under torchrun;
+pyro_meta_attention/training/tensorboard.py; needs the `tensorboard` extra).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from common import (
     check_device,
     main_guard,
     parse_set,
+    tensorboard_folder,
 )
 
 from pyro_meta_attention.analysis.routing_stats import ROUTE_MARGIN
@@ -92,7 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="one rank of `torchrun --nproc_per_node N` (DDP); --batch-size per process",
     )
-    p.add_flags("seed", "device", "smoke", "progress")
+    p.add_flags("seed", "device", "smoke", "progress", "tensorboard")
     a = p.parse_args(argv)
     if a.resume is not None:
         given = sorted(k for k, v in vars(a).items() if v != p.get_default(k))
@@ -154,17 +160,18 @@ def print_summary(s: dict, out: Path) -> None:
 def train(a: argparse.Namespace) -> tuple[FitResult, Path, bool]:
     """Resume --resume, or check every setting, then train into --out (with --distributed, as
     one rank of the group). Returns the result, the folder, and whether this process reports."""
-    progress = not a.no_progress
+    progress, board = not a.no_progress, tensorboard_folder(a.tensorboard)
+    every = {"checkpoint_every": a.checkpoint_every, "tensorboard": board}
     if a.resume is not None:
         out = Path(a.resume)
         if not a.distributed:
-            return resume(out, progress, checkpoint_every=a.checkpoint_every), out, True
+            return resume(out, progress, **every), out, True
         # every rank checks the folder before the process group forms: bad input is exit 2
         checkpoint = check_resumable(out, int(os.environ["WORLD_SIZE"]))
         world = init_world(checkpoint.config.train.device)
         try:
             progress = progress and world.main
-            result = resume(out, progress, checkpoint_every=a.checkpoint_every, world=world)
+            result = resume(out, progress, world=world, **every)
             return result, out, world.main
         finally:
             close_world()
@@ -177,11 +184,11 @@ def train(a: argparse.Namespace) -> tuple[FitResult, Path, bool]:
     data = data_for(config)
     existing = "overwrite" if a.overwrite else "refuse"
     if not a.distributed:
-        return fit(config, out, progress, data, existing, a.checkpoint_every), out, True
+        return fit(config, out, progress, data, existing, **every), out, True
     world = init_world(a.device)  # after every rank's checks: none has written anything yet
     try:
         progress = progress and world.main
-        result = fit(config, out, progress, data, existing, a.checkpoint_every, world=world)
+        result = fit(config, out, progress, data, existing, world=world, **every)
         return result, out, world.main
     finally:
         close_world()

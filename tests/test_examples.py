@@ -135,6 +135,15 @@ def check_phase1(out: Path, stdout: str) -> None:
     record = json.loads((out / f"phase1-{tag}.json").read_text())
     assert [r["label"] for r in record["models"]] == ["none", "fixed-local"]
     assert (out / f"phase1-{tag}-shares.png").is_file()
+    for model in ("fixed-local", "none"):  # --tensorboard: one event file per run
+        assert list((out / "tb" / tag / model / "seed0").glob("events.out.tfevents.*"))
+
+
+def check_bench_runner(out: Path, stdout: str) -> None:
+    result = json.loads((out / "runner.json").read_text())
+    assert result["runs"] == 2 and result["rows_identical"]
+    assert result["local_wall_s"] > 0 and result["ray_wall_s"] > result["ray_startup_s"] > 0
+    assert result["ray_worker_peak_mib"] > 50 and result["ray_processes_mib"] > 0
 
 
 def check_mqar_study(out: Path, stdout: str) -> None:
@@ -266,6 +275,7 @@ EXAMPLES = [
         check_checkpoint_cost,
     ),
     ("bench_ddp.py --smoke --processes 1 --steps 2 --json {out}/ddp.json", check_bench_ddp),
+    ("bench_runner.py --smoke --json {out}/runner.json", check_bench_runner),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
     (
@@ -291,7 +301,7 @@ EXAMPLES = [
     ("demo_checkpoint.py --smoke --no-progress --out {out}", check_demo_checkpoint),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "
-        "--no-progress --out {out}",
+        "--no-progress --out {out} --tensorboard {out}/tb",
         check_phase1,
     ),
 ]

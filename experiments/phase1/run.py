@@ -5,6 +5,7 @@
     python experiments/phase1/run.py --data ../shared/data/tinyshakespeare.txt
     python experiments/phase1/run.py --budget gpu --jobs 8         # larger model on a CUDA device
     python experiments/phase1/run.py --budget smoke --out /tmp/p1  # tiny, a few minutes
+    python experiments/phase1/run.py --backend ray --address auto  # runs as tasks on a Ray cluster
     python experiments/phase1/run.py --rewrite results/phase1-recall.json  # its .md, no training
 
 Runs go to OUT/<corpus-tag>/<model>/seed<k>/ and OUT/<corpus-tag>/ablation/lam<λ>-kap<κ>/seed<k>/
@@ -19,12 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # experiments/: the scripts' shared `common` module
 
 import torch
-from common import ArgumentParser, at_least, main_guard
+from common import ArgumentParser, at_least, main_guard, tensorboard_folder
 from plots import pareto_figure, shares_figure, token_figure, training_figure, transition_figure
 from report import PAPER, aggregate, results_markdown
+from runner import run_calls
 from study import (
     BUDGETS,
     MODELS,
@@ -47,7 +47,6 @@ from study import (
     token_map,
     transition_rows,
 )
-from tqdm.auto import tqdm
 
 from pyro_meta_attention.data.corpus import Corpus
 from pyro_meta_attention.data.sources import data_for
@@ -76,13 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="override the budget's SVI steps")
     p.add_argument("--seeds", type=int, default=None, help="override the budget's seeds")
     p.add_argument("--models", nargs="+", default=None, help=f"a subset of {', '.join(MODELS)}")
-    p.add_flags("progress")
+    p.add_flags("progress", "tensorboard", "runner")
     p.add_argument(
         "--jobs",
         type=int,
         default=1,
-        help="runs trained at once, each in its own process (default 1; wall-clock ratios are "
-        "then measured under each other's load)",
+        help="runs trained at once, one thread each (default 1; wall-clock ratios are then "
+        "measured under each other's load)",
     )
     return p.parse_args(argv)
 
@@ -90,9 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def machine(budget: Budget) -> str:
     if budget.device == "cuda":
         return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    return (
-        f"CPU ({torch.get_num_threads()} threads), {platform.machine()}, torch {torch.__version__}"
-    )
+    return f"CPU, one thread per run, {platform.machine()}, torch {torch.__version__}"
 
 
 def describe(
@@ -138,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(a.results or (a.out if smoke else HERE / "results"))
     figures = Path(a.figures or (a.out if smoke else HERE / "figures"))
     t0 = time.perf_counter()
-    rows = run_all(runs, root, corpus, budget, a.jobs, f"phase1 {tag}", not a.no_progress)
+    rows = run_all(runs, root, corpus, budget, a, f"phase1 {tag}")
     models = aggregate([r for r in rows if not r["ablation"]])
     ablation = aggregate([r for r in rows if r["ablation"]]) + skipped
     command = "python experiments/phase1/run.py " + shlex.join(
@@ -176,19 +173,13 @@ def rewrite(record_path: Path) -> int:
 
 
 def run_all(
-    runs: list[Run],
-    root: Path,
-    corpus: Corpus,
-    budget: Budget,
-    jobs: int,
-    desc: str,
-    progress: bool,
+    runs: list[Run], root: Path, corpus: Corpus, budget: Budget, a: argparse.Namespace, desc: str
 ) -> list[dict[str, Any]]:
-    """`run_one` for every run, rows in plan order: in this process (jobs = 1) or `jobs` at a
-    time in spawned processes. A failed run stops the study; finished runs stay reusable."""
-
-    def call(run: Run) -> tuple[Any, ...]:
-        return (
+    """`run_one` for every run through `runner.run_calls` (a local pool or Ray, one thread per
+    run), rows in plan order. A failed run stops the study; finished runs stay reusable."""
+    board = tensorboard_folder(a.tensorboard)
+    calls = [
+        (
             run.config,
             root / run.path,
             run.label,
@@ -196,31 +187,15 @@ def run_all(
             False,
             budget.samples,
             budget.repeats,
+            None if board is None else board / root.name / run.path,
         )
-
-    bar = tqdm(total=len(runs), desc=desc, disable=not progress)
-    if jobs == 1:
-        rows = []
-        for run in runs:
-            bar.set_postfix_str(run.path)
-            rows.append(run_one(*call(run)) | {"ablation": run.ablation})
-            bar.update()
-        bar.close()
-        return rows
-    threads = max(1, torch.get_num_threads() // jobs) if budget.device == "cpu" else 1
-    context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-    with ProcessPoolExecutor(
-        jobs, context, initializer=torch.set_num_threads, initargs=(threads,)
-    ) as pool:
-        futures = {pool.submit(run_one, *call(run)): i for i, run in enumerate(runs)}
-        done: dict[int, dict[str, Any]] = {}
-        for future in as_completed(futures):
-            i = futures[future]
-            done[i] = future.result() | {"ablation": runs[i].ablation}
-            bar.set_postfix_str(runs[i].path)
-            bar.update()
-    bar.close()
-    return [done[i] for i in range(len(runs))]
+        for run in runs
+    ]
+    names = [run.path for run in runs]
+    rows = run_calls(
+        run_one, calls, a.jobs, a.backend, a.address, not a.no_progress, desc, names=names
+    )
+    return [row | {"ablation": run.ablation} for row, run in zip(rows, runs, strict=True)]
 
 
 def make_figures(

@@ -195,13 +195,15 @@ def finished_run(out: Path, config: RunConfig, corpus: DataSource) -> bool:
 
 
 def _trained(
-    config: RunConfig, out: Path, corpus: DataSource, progress: bool
+    config: RunConfig, out: Path, corpus: DataSource, progress: bool, tensorboard: Path | None
 ) -> tuple[RoutingModel, RoutingGuide, str]:
     """Reuse a finished run with the same config and corpus, resume a stopped one, else train."""
     if finished_run(out, config, corpus):
         _, model, guide = load_run(out, config.train.device)
         return model, guide, "checkpoint"
-    result = fit(config, out=out, progress=progress, data=corpus, existing="resume")
+    result = fit(
+        config, out=out, progress=progress, data=corpus, existing="resume", tensorboard=tensorboard
+    )
     return result.model.eval(), result.guide.eval(), "trained"
 
 
@@ -260,8 +262,10 @@ def run_one(
     progress: bool = False,
     samples: int = 8,
     repeats: int = 3,
+    tensorboard: Path | None = None,
 ) -> dict[str, Any]:
-    """Train (or reuse) and evaluate one run; writes and returns `out_dir/phase1_eval.json`.
+    """Train (or reuse) and evaluate one run; writes and returns `out_dir/phase1_eval.json`
+    (with `tensorboard`, the training curves go to that folder too).
 
     Resumable: a phase1_eval.json of the same config and corpus (sha256) is returned as is
     ("source": "cached"); a finished checkpoint of the same config and corpus is evaluated
@@ -273,7 +277,7 @@ def run_one(
     cached = read_json(out / EVAL_FILE) or {}
     if cached.get("config") == config.to_dict() and cached.get("corpus_sha256") == corpus.sha256:
         return cached | {"source": "cached"}
-    model, guide, source = _trained(config, out, corpus, progress)
+    model, guide, source = _trained(config, out, corpus, progress, tensorboard)
     summary = read_json(out / SUMMARY_FILE) or {}
     row = {
         "label": label or config.prior.name,

@@ -4,6 +4,7 @@ All statistics are over tokens and layers of a batch, computed from the guide's 
 alpha_bar [B, T, L, M] (and, for Dirichlet posteriors, the concentration) without sampling:
 
 - routing_share [M]: share of (token, layer) pairs whose argmax of alpha_bar is m;
+- layer_share [L][M]: the same per layer (share of tokens whose argmax in layer l is m);
 - routing_entropy: mean H(alpha_bar) / log M, in [0, 1];
 - kl: sum over layers of the mean KL(q || p) per token (the KL term of the loss, nats/token);
 - argmax_differs: share of (token, layer) pairs whose argmax is not the prior mean's argmax
@@ -43,6 +44,7 @@ def routing_stats(guide: RoutingGuide, x: torch.Tensor) -> dict[str, object]:
     flat = mean.reshape(-1, M)
     stats: dict[str, object] = {
         "routing_share": argmax_share(flat).tolist(),
+        "layer_share": [argmax_share(mean[:, :, l]).tolist() for l in range(mean.shape[2])],
         "routing_entropy": float(normalised_entropy(flat).mean()),
         "token_spread": float(flat.std(0).mean()) if flat.shape[0] > 1 else 0.0,
         "collapse_fraction": float((flat.max(-1).values > 0.9).double().mean()),

@@ -1,5 +1,6 @@
-"""What a finished run reports (`summary.json`): held-out nats under soft routing, the routing
-statistics of the guide on the held-out split and the `routing_learned` verdict."""
+"""What a run reports: a `metrics.jsonl` row every `log_every` steps (`metrics_row`), and when
+finished `summary.json`: held-out nats under soft routing, the routing statistics of the guide
+on the held-out split and the `routing_learned` verdict (`summarise`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,35 @@ from ..config import RunConfig
 from ..data.sources import DataSource, held_out_batches
 from ..mechanisms.cost import cost_model_for
 from .divergence import diverged
+
+
+def metrics_row(
+    step: int,
+    loss: float,
+    scored: float,
+    beta: float,
+    tau: float,
+    warm: bool,
+    gap: float | None,
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    """One metrics row: the step's loss (nats per token, KL and penalty included), its nats per
+    scored token (`scored` = tokens / scored tokens), the schedules, the warm-up state and the
+    guide's routing statistics on the batch. Under the warm-up's fixed all-full route the
+    penalty is not in the loss (bayes.model), so it is not taken out."""
+    penalty = 0.0 if warm else (stats["penalty"] or 0.0)
+    nats = (loss - beta * (stats["kl"] or 0.0) - penalty) * scored
+    return {
+        "step": step,
+        "loss": loss,
+        "nats_per_token": nats,
+        "bits_per_byte": bits_per_byte(nats),
+        "beta": beta,
+        "tau": tau,
+        "full_warmup": warm,
+        "reference_gap": gap,
+        **stats,
+    }
 
 
 def summarise(

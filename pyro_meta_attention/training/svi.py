@@ -35,7 +35,6 @@ import pyro
 import torch
 from tqdm import tqdm  # the plain bar: no ipywidgets needed in a notebook
 
-from ..analysis.bits import bits_per_byte
 from ..analysis.routing_stats import routing_stats
 from ..bayes.guide import RoutingGuide
 from ..bayes.model import RoutingModel
@@ -44,13 +43,7 @@ from ..data.batches import Batch
 from ..data.sources import DataSource, data_for
 from ..mechanisms.cost import cost_model_for
 from .build import build, make_elbo, make_optimizer, set_seed
-from .checkpoint import (
-    Checkpoint,
-    check_resumable,
-    continues,
-    restore,
-    save_checkpoint,
-)
+from .checkpoint import Checkpoint, check_resumable, continues, restore, save_checkpoint
 from .data_identity import DataMismatch, identity, training_data
 from .distributed import World, agree_stop, gather, mean_across, rank_seed, shard, wrap
 from .divergence import TrainingDiverged, Watchdog
@@ -71,7 +64,8 @@ from .run_dir import (
 )
 from .schedules import hardening_tau, kl_beta, lr_factor
 from .signals import TrainingInterrupted, stop_on_signals
-from .summary import summarise
+from .summary import metrics_row, summarise
+from .tensorboard import TensorBoardLog
 from .warmup import FULL, FullWarmup, reference_gap
 
 logger = logging.getLogger(__name__)
@@ -106,6 +100,7 @@ class _Session:
     run_id: str | None = None  # the run's owner id (None: a run from before run ids)
     warmup: FullWarmup | None = None  # when the network trains all-full (warmup.py)
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # the folder's
+    board: TensorBoardLog | None = None  # the TensorBoard event writer (rank 0; tensorboard.py)
 
     def batch(self) -> Batch:
         """The step's global batch: B windows, or B per rank (every rank draws the same)."""
@@ -122,8 +117,10 @@ def fit(
     existing: str = "overwrite",
     checkpoint_every: int = CHECKPOINT_EVERY,
     world: World | None = None,
+    tensorboard: str | Path | None = None,
 ) -> FitResult:
-    """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json.
+    """Train with SVI; with `out`, write config.json, metrics.jsonl, checkpoint.pt, summary.json;
+    with `tensorboard`, the curves to that folder's event file (`tensorboard.py`).
 
     `existing` says what to do with an `out` that holds a run: "overwrite" it, "refuse"
     (RunDirError), or "resume" it when it holds a checkpoint of this config. With `world`
@@ -136,10 +133,10 @@ def fit(
     if out is not None and existing == "resume":
         data = data_for(config) if data is None else data
         if continues(Path(out), config, data.sha256):
-            return resume(out, progress, data, checkpoint_every)
+            return resume(out, progress, data, checkpoint_every, tensorboard=tensorboard)
         existing = "overwrite"
     session = _setup(config, out, data, existing, checkpoint_every, world=world)
-    return _run(session, progress)
+    return _run(session, progress, tensorboard)
 
 
 def resume(
@@ -148,6 +145,7 @@ def resume(
     data: DataSource | None = None,
     checkpoint_every: int = CHECKPOINT_EVERY,
     world: World | None = None,
+    tensorboard: str | Path | None = None,
 ) -> FitResult:
     """Continue the run in `run_dir` from its checkpoint (`check_resumable`; a finished one is
     only summarised). With `world` this process is one rank of the run's own world size; only
@@ -163,14 +161,16 @@ def resume(
             raise DataMismatch(f"cannot resume {run_dir}: {e}") from None
     out = run_dir if world is None or world.main else None
     session = _setup(checkpoint.config, out, data, "resume", checkpoint_every, checkpoint, world)
-    return _run(session, progress)
+    return _run(session, progress, tensorboard)
 
 
-def _run(s: _Session, progress: bool) -> FitResult:
+def _run(s: _Session, progress: bool, tensorboard: str | Path | None) -> FitResult:
     """Train (unless finished), write the final checkpoint, then the summary; the folder's lock
-    is released at the end, however it ends."""
+    and the event file are released at the end, however it ends."""
     r, steps = s.result, s.result.config.train.steps
     with s.lock:
+        if tensorboard is not None and (s.world is None or s.world.main):
+            s.board = s.lock.enter_context(contextlib.closing(TensorBoardLog(tensorboard)))
         if s.done < steps:
             try:
                 optimizer = _train(s, progress)
@@ -183,6 +183,8 @@ def _run(s: _Session, progress: bool) -> FitResult:
         r.summary["world_size"] = 1 if s.world is None else s.world.size
         if s.out is not None:
             write_json(s.out / SUMMARY_FILE, r.summary)
+        if s.board is not None:
+            s.board.summary(r.summary, s.done)
     return r
 
 
@@ -321,6 +323,8 @@ def _log(s: _Session, row: dict[str, Any], bar) -> None:
     s.result.history.append(row)
     if s.out is not None:
         append_metrics(s.out, row)
+    if s.board is not None:
+        s.board.row(row)
     share = "/".join(f"{v:.2f}" for v in row["routing_share"])
     bar.set_postfix(loss=f"{row['loss']:.3f}", kl=f"{row['kl'] or 0:.3f}", share=share)
 
@@ -369,6 +373,8 @@ def _svi_step(
     if logging:  # before the update, so that kl is the KL term inside this step's loss
         with torch.no_grad():
             stats = routing_stats(r.guide, x)
+            if s.board is not None:
+                s.board.alphas(step, r.guide.posterior_mean(x))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = list(r.model.parameters()) + list(r.guide.parameters())
@@ -380,20 +386,5 @@ def _svi_step(
     s.step_times.append(time.perf_counter() - t0)
     if not logging:
         return None
-    # loss, kl and penalty are per token; nats are per scored token (all, or the batch's mask);
-    # under the warm-up's fixed route the penalty is not in the loss (bayes.model)
-    penalty = 0.0 if route is not None else (stats["penalty"] or 0.0)
-    routing_terms = beta * (stats["kl"] or 0.0) + penalty
-    per_scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())
-    nats = (loss_value - routing_terms) * per_scored
-    return {
-        "step": step,
-        "loss": loss_value,
-        "nats_per_token": nats,
-        "bits_per_byte": bits_per_byte(nats),
-        "beta": beta,
-        "tau": tau,
-        "full_warmup": warm,
-        "reference_gap": s.warmup.gap(),
-        **stats,
-    }
+    scored = 1.0 if batch.mask is None else x.numel() / int(batch.mask.sum())  # tokens / scored
+    return metrics_row(step, loss_value, scored, beta, tau, warm, s.warmup.gap(), stats)

@@ -3,7 +3,8 @@
     torchrun --standalone --nproc_per_node 2 tests/training/ddp_worker.py OUT
 
 Trains the `none` and the compute-dirichlet smoke configs in float64 with `fit(world=...)`,
-into OUT/<prior> (every rank is given the folder; rank 0 alone may write it), recording every
+into OUT/<prior> and OUT/<prior>-tensorboard (every rank is given the folders; rank 0 alone
+may write them), recording every
 parameter after every step, and saves them with the metrics rows to OUT/<prior>-rank<r>.pt.
 """
 
@@ -29,8 +30,10 @@ def main(out: Path) -> None:
         for prior in PRIORS:
             pyro.settings.set(module_local_params=True)
             steps, svi._svi_step = recorder(step)
+            config = config_for(prior, per_rank=True)
+            board = out / f"{prior}-tensorboard"  # every rank is given it; rank 0 alone writes
             result = svi.fit(
-                config_for(prior, per_rank=True), out=out / prior, progress=False, world=world
+                config, out=out / prior, progress=False, world=world, tensorboard=board
             )
             saved = {"params": steps, "history": result.history, "summary": result.summary}
             torch.save(saved, out / f"{prior}-rank{world.rank}.pt")

@@ -16,6 +16,7 @@ import pyro
 import pytest
 import torch
 from ddp_reference import PRIORS, WORLD, config_for, recorder
+from test_tensorboard import scalar_tags
 
 import pyro_meta_attention.training.svi as svi
 from pyro_meta_attention.data.batches import Batch
@@ -75,6 +76,9 @@ def test_rank_0_alone_writes_the_run_folder(ranks, prior):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["world_size"] == WORLD
     assert load(ranks, prior, 1)["summary"]["val_nats_per_token"] == summary["val_nats_per_token"]
+    (events,) = (ranks / f"{prior}-tensorboard").iterdir()  # one event file: rank 0's
+    assert events.name.startswith("events.out.tfevents")
+    assert {"train/loss", "routing/local"} <= set(scalar_tags(events.parent))
 
 
 def test_a_rank_trains_on_its_own_rows_of_the_global_batch():
