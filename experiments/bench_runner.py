@@ -61,8 +61,9 @@ def nothing(i: int) -> int:
 
 def study(backend: str, runs: int, jobs: int, root: Path) -> dict:
     config = smoke_config().override(prior={"name": "compute-dirichlet"})
+    folder = root / backend / "bench" / "compute-dirichlet"  # a study's layout, one per backend
     calls = [
-        ("compute-dirichlet", config.override(train={"seed": s}), root / backend / f"s{s}", 2, None)
+        ("compute-dirichlet", config.override(train={"seed": s}), folder / f"seed{s}", 2, None)
         for s in range(runs)
     ]
     t0 = time.perf_counter()
