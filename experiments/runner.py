@@ -16,6 +16,8 @@ local instance with `jobs` CPUs is started (and stopped at the end), with one th
 that cluster. A task runs in the driver's working directory with the driver's `experiments/`
 folders on its PYTHONPATH, so run folders land where the driver says: on a cluster that needs
 every node to see the same paths (a shared file system) and the package installed.
+If this process has already called `ray.init`, that session is used as it is (its runtime_env
+must then put experiments/ on the tasks' PYTHONPATH) and left running.
 """
 
 from __future__ import annotations
