@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 BACKENDS = ("local", "ray")
 HERE = Path(__file__).resolve().parent
+SAVE_S = 60  # seconds a cancelled Ray run gets to save its checkpoint before Ray stops
 PATHS = [str(HERE), str(HERE / "phase1")]  # the scripts' modules, for a task to import them
 
 
@@ -129,7 +130,9 @@ def _on_ray(fn, calls, jobs: int, address: str | None, cwd: str, done) -> list[A
     pending = list(refs)
     try:
         while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+            ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)  # Ctrl-C seen
+            if not ready:
+                continue
             i = index[ready[0]]
             try:
                 rows[i] = ray.get(ready[0])
@@ -139,6 +142,7 @@ def _on_ray(fn, calls, jobs: int, address: str | None, cwd: str, done) -> list[A
     except BaseException:
         for ref in pending:
             ray.cancel(ref)  # not started: dropped; running: KeyboardInterrupt, which saves
+        ray.wait(pending, num_returns=len(pending), timeout=SAVE_S)  # let them save
         raise
     finally:
         if started:

@@ -4,6 +4,8 @@ Ray instance gives the local pool's table row for row."""
 
 import json
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -29,6 +31,18 @@ def interrupt_first(i: int, folder: str) -> int:
         raise KeyboardInterrupt
     open(os.path.join(folder, f"{i}.started"), "w").close()
     time.sleep(5)
+    return i
+
+
+def save_on_interrupt(i: int, folder: str) -> int:
+    """A long run that marks its start, and on KeyboardInterrupt (Ray's cancel) its save."""
+    open(os.path.join(folder, f"{i}.started"), "w").close()
+    try:
+        for _ in range(600):  # Ray's cancel is an exception raised between bytecodes
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        open(os.path.join(folder, f"{i}.saved"), "w").close()
+        raise
     return i
 
 
@@ -89,3 +103,25 @@ def test_a_failed_ray_task_raises_the_runs_own_error(monkeypatch):
     with pytest.raises(ValueError, match="run 2 failed") as e:
         run_calls(fail_on_two, [(i,) for i in range(4)], jobs=2, backend="ray", progress=False)
     assert "RayTaskError" not in type(e.value).__name__
+
+
+def test_ctrl_c_on_ray_cancels_the_runs_not_started_and_lets_running_ones_save(
+    tmp_path, monkeypatch
+):
+    tests = os.path.dirname(__file__)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))
+    calls = [(i, str(tmp_path)) for i in range(6)]
+
+    def ctrl_c_once_two_run() -> None:  # Ctrl-C to this process once both workers have a run
+        while len(list(tmp_path.glob("*.started"))) < 2:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_two_run, daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run_calls(save_on_interrupt, calls, jobs=2, backend="ray", progress=False)
+    assert time.perf_counter() - t0 < 50  # not the runs' 60 s
+    started = sorted(p.stem for p in tmp_path.glob("*.started"))
+    assert len(started) == 2  # the other four were cancelled before they started
+    assert sorted(p.stem for p in tmp_path.glob("*.saved")) == started
