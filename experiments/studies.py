@@ -59,11 +59,16 @@ def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
         raise UsageError(f"--models {spec}: {strength!r} is not a number") from None
 
 
+def network_and_data(changes: dict[str, Any]) -> dict[str, Any]:
+    """The --set changes every model takes: the network's (model.*) and the data's (data.*)."""
+    return {k: v for k, v in changes.items() if k in ("model", "data")}
+
+
 def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
     """(label, config) for every model x seed; --set applies to the non-fixed models, except
     that network and data changes (the model and data sections) apply to every model."""
     changes = parse_set(a.set, base)
-    everyone = {k: v for k, v in changes.items() if k in ("model", "data")}
+    everyone = network_and_data(changes)
     runs = []
     for spec in a.models:
         name, prior = parse_model(spec)
@@ -200,7 +205,7 @@ def study_parser(doc: str, prefix: str) -> ArgumentParser:
 class Study:
     """What a study trained (or combined), ready for its table and files."""
 
-    base: RunConfig  # the config every model started from
+    base: RunConfig  # the config every model trained from: the preset with --set model.* data.*
     rows: list[Row]  # one per (model, seed), labelled
     labels: list[str]  # the models, in order
     title: str  # the table's title
@@ -249,13 +254,17 @@ def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], sco
             names=[run for *_, run in runs],
         )
         reused = sum(bool(r.get("reused")) for r in rows)
+        rescored = sum(bool(r.get("rescored")) and not r.get("reused") for r in rows)
+        trained = len(rows) - reused - rescored
+        config = config.override(**network_and_data(parse_set(a.set, config)))  # as trained
         title = f"{', '.join(dict.fromkeys(a.models))} ({a.tag})"
         details = [
             f"- training: {config.train.steps} SVI steps, batch {config.train.batch_size}, "
             f"lr {config.train.lr}; --set {a.set or 'none'} (model.* and data.* for every "
             "model, the rest for the non-fixed ones)",
             f"- machine: CPU, {platform.machine()}, torch {torch.__version__}, one thread per "
-            f"run; {len(rows) - reused} runs trained ({reused} reused) in "
+            f"run; {trained} runs trained, {reused} reused, {rescored} scored again from another "
+            f"study's weights, in "
             f"{(time.perf_counter() - t0) / 60:.1f} min with --jobs {a.jobs}"
             + ("" if a.backend == "local" else f" on {a.backend}"),
         ]

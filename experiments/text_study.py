@@ -127,6 +127,7 @@ def run_one(
         "tokens": rows["hard"]["val_tokens"],
         "train_s": train_s,
         "run_dir": str(out if elsewhere is None else elsewhere),
+        "rescored": elsewhere is not None,  # another study's weights, scored under this config
     }
     write_json(out / RUN_FILE, row)
     return row

@@ -29,3 +29,8 @@ def test_a_fixed_full_run_is_not_trained_again_for_another_window(tmp_path):
     assert config["config"]["model"]["window"] == 4
     assert local["run_dir"].endswith("w4/fixed-local/seed0")  # a local model is trained anew
     assert local["nats_hard"] != first["fixed-local"]["nats_hard"]
+    assert full["rescored"] and not local["rescored"]
+    page = (tmp_path / "text-w4.md").read_text()
+    assert '"window": 4' in page  # the preset line shows the network as trained (--set model.*)
+    assert "1 runs trained, 0 reused, 1 scored again from another study's weights" in page
+    assert json.loads((tmp_path / "text-w4.json").read_text())["config"]["model"]["window"] == 4
