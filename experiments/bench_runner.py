@@ -1,7 +1,7 @@
 """What Ray costs a study on this machine: the same runs through `runner.py` on the local pool
 and on a local Ray instance, side by side in one process.
 
-    python experiments/bench_runner.py --runs 8 --jobs 2 --json experiments/results/bench_runner.json
+    python experiments/bench_runner.py --runs 32 --jobs 2 --json experiments/results/bench_runner.json
     python experiments/bench_runner.py --smoke --json /tmp/bench_runner.json   # 2 runs, for tests
 
 Every run is one (model, seed) run of the text study's smoke configuration (`text_study.run_one`,

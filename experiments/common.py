@@ -46,6 +46,7 @@ from pyro_meta_attention.training.divergence import TrainingDiverged
 from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE, check_writable
 from pyro_meta_attention.training.signals import TrainingInterrupted
 from pyro_meta_attention.training.svi import fit
+from pyro_meta_attention.training.tensorboard import check_installed
 
 VISIBLE = {"\n": "⏎", "\t": "⇥", "\r": "␍", "\x7f": "␡"}
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
@@ -138,12 +139,7 @@ def tensorboard_folder(path: str | None) -> Path | None:
     """--tensorboard DIR, checked before any work: writable, and the package installed."""
     if path is None:
         return None
-    try:
-        import tensorboard  # noqa: F401  (torch's SummaryWriter needs it)
-    except ImportError:
-        raise UsageError(
-            "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
-        ) from None
+    check_installed()  # a ValueError: one line, exit 2
     return out_folder(path)
 
 

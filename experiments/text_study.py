@@ -55,7 +55,6 @@ from pyro_meta_attention.data.sources import data_for, held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.simplex import argmax_share
 from pyro_meta_attention.training.checkpoint import read_checkpoint, restore
 from pyro_meta_attention.training.run_dir import CHECKPOINT_FILE, write_config, write_json
 from pyro_meta_attention.training.svi import fit
@@ -96,8 +95,8 @@ def run_one(
     }
     x = torch.cat([b.x for b in batches])  # [N, T]
     with torch.no_grad():
-        stats = routing_stats(guide, x)
         alpha_bar = guide.posterior_mean(x)  # [N, T, L, M]
+        stats = routing_stats(guide, x, alpha_bar)
     learned, verdict = routing_learned(stats, model.prior)
     pyro.set_rng_seed(config.train.seed)
     u = routing_uncertainty(posterior_samples(model, guide, x, samples))
@@ -112,7 +111,7 @@ def run_one(
         "nats_hard": rows["hard"]["val_nats_per_token"],
         "counted_hard_cost": rows["hard"]["counted_cost"],
         "wall_ratio_hard": rows["hard"]["wall_ratio"],
-        "layer_share": [argmax_share(alpha_bar[:, :, l].cpu()).tolist() for l in range(L)],
+        "layer_share": stats["layer_share"],
         "class_share": rows["hard"]["class_share"],
         "class_nats_soft": rows["soft"]["class_nats"],
         "class_nats_hard": rows["hard"]["class_nats"],

@@ -42,7 +42,6 @@ from pyro_meta_attention.data.sources import DataSource, data_for, held_out_batc
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.policies import Policy
-from pyro_meta_attention.simplex import argmax_share
 from pyro_meta_attention.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -223,12 +222,12 @@ def evaluate_run(
     hard = evaluate_policy(model, guide, batches, Policy("hard"), cost_model, repeats, names)
     x = torch.cat([b.x for b in batches])  # [N, T]
     with torch.no_grad():
-        stats = routing_stats(guide, x)
-        alpha_bar = guide.posterior_mean(x).cpu()  # [N, T, L, M]
+        alpha_bar = guide.posterior_mean(x)  # [N, T, L, M]
+        stats = routing_stats(guide, x, alpha_bar)
+        alpha_bar = alpha_bar.cpu()
     pyro.set_rng_seed(config.train.seed)  # the same draws however often a run is evaluated
     report = uncertainty_report(model, guide, x, samples)
     epistemic = [layer["epistemic"] for layer in report["layers"]]
-    layer_share = [argmax_share(a).tolist() for a in alpha_bar.unbind(2)]
     classes = None
     if names is not None:
         classes = class_shares(alpha_bar, torch.cat([b.classes for b in batches]).cpu(), names)
@@ -247,7 +246,7 @@ def evaluate_run(
         "epistemic": 0.0 if report["deterministic"] else statistics.fmean(epistemic),
         "token_spread": stats["token_spread"],
         "routing_share": stats["routing_share"],
-        "layer_share": layer_share,
+        "layer_share": stats["layer_share"],
         "class_share": classes,
         "soft": soft,
         "hard": hard,

@@ -35,11 +35,14 @@ from ..simplex import argmax_share, normalised_entropy
 ROUTE_MARGIN = 0.05  # TV from the prior mean a flipped token needs to count as routed by data
 
 
-def routing_stats(guide: RoutingGuide, x: torch.Tensor) -> dict[str, object]:
-    """Routing statistics of the guide on x [B, T] (see module docstring)."""
+def routing_stats(
+    guide: RoutingGuide, x: torch.Tensor, alpha_bar: torch.Tensor | None = None
+) -> dict[str, object]:
+    """Routing statistics of the guide on x [B, T] (see module docstring); `alpha_bar`
+    [B, T, L, M]: the guide's posterior mean on x when the caller has it already."""
     prior = guide.prior
     M = prior.n_mechanisms
-    mean = guide.posterior_mean(x).double()  # [B, T, L, M]
+    mean = (guide.posterior_mean(x) if alpha_bar is None else alpha_bar).double()  # [B, T, L, M]
     mean = mean / mean.sum(-1, keepdim=True)  # exactly on the simplex in float64 (H <= log M)
     flat = mean.reshape(-1, M)
     stats: dict[str, object] = {

@@ -372,9 +372,10 @@ def _svi_step(
     logging = step % tc.log_every == 0 or step == tc.steps - 1
     if logging:  # before the update, so that kl is the KL term inside this step's loss
         with torch.no_grad():
-            stats = routing_stats(r.guide, x)
+            alpha_bar = r.guide.posterior_mean(x)  # [B, T, L, M]
+            stats = routing_stats(r.guide, x, alpha_bar)
             if s.board is not None:
-                s.board.alphas(step, r.guide.posterior_mean(x))
+                s.board.alphas(step, alpha_bar)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = list(r.model.parameters()) + list(r.guide.parameters())

@@ -39,18 +39,24 @@ SCALARS = (
 )  # the metrics row's keys written as train/<key>
 
 
+def check_installed() -> None:
+    """ValueError with the install line unless torch's SummaryWriter can be used."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
+        ) from None
+
+
 class TensorBoardLog:
     """An event-file writer for one run (a folder of its own: runs in one folder mix curves)."""
 
     def __init__(self, log_dir: str | Path):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ValueError(
-                "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
-            ) from None
-        self.log_dir = Path(log_dir).expanduser()
-        self.writer = SummaryWriter(str(self.log_dir))
+        check_installed()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(Path(log_dir).expanduser()))
 
     def row(self, row: dict[str, Any]) -> None:
         """One metrics row (svi's) as scalars at its step."""
