@@ -2,12 +2,15 @@
 
     python experiments/decision_price.py --json experiments/results/decision_price.json
     python experiments/decision_price.py --smoke
+    python experiments/decision_price.py --checkpoint runs/text/ts-hier-lr10/hierarchical-dirichlet@2/seed0/checkpoint.pt
 
 For every (lambda, kappa) the prior is compute-dirichlet on the MQAR preset's cost vector; the
 table gives its mean, the prior's own P(argmax = full) and the least KL(q || p) at which a
 Dirichlet q sends a token to full with probability >= each target (`analysis/decision_price.py`,
 a grid search: an upper bound). A query's answer carries at most ln(value_vocab) nats; a price
 near that leaves the ELBO (KL weight 1) no reason to route the query to full.
+With --checkpoint the priors priced are a trained model's, one per layer (a hierarchical
+prior's routing means have moved with the data): what sending one token to full costs there.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import ArgumentParser, UsageError, main_guard
+from common import ArgumentParser, UsageError, load_run, main_guard, smoke_checkpoint
 
 from pyro_meta_attention.analysis.decision_price import decision_price
 from pyro_meta_attention.bayes.priors import make_prior
@@ -37,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", type=float, nargs="+", default=[0.5, 0.9], help="P(full)")
     p.add_argument("--samples", type=int, default=4000, help="Monte Carlo draws per q")
     p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="price each layer of this model's prior ('smoke': train one)",
+    )
     p.add_flags("smoke")
     a = p.parse_args(argv)
     grid = GRID
@@ -46,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--samples must be >= 100, got {a.samples}")
     if any(not 0 < t < 1 for t in a.targets):
         raise UsageError(f"--targets must lie in (0, 1), got {a.targets}")
+    if a.checkpoint is not None:
+        return price_layers(a, grid, argv)
     config = mqar_config()
     cost = cost_model_for(config.model).normalised()
     full = MECHANISMS.index("full")
@@ -86,6 +96,45 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
         write_json(Path(a.json), {**record, "versions": versions()})
+    return 0
+
+
+def price_layers(a, grid: tuple[float, ...], argv: list[str] | None) -> int:
+    """The price of a token's move to full against each layer's prior of a trained model."""
+    if a.checkpoint == "smoke":
+        a.checkpoint = str(smoke_checkpoint())
+    config, _, guide, _ = load_run(a.checkpoint, need_data=False)
+    conc = guide.prior_concentration()  # [L, M]
+    if conc is None:
+        raise UsageError(f"{a.checkpoint}: prior {config.prior.name!r} has no density to price")
+    full = MECHANISMS.index("full")
+    head = " | ".join(f"KL for P(full) >= {t}" for t in a.targets)
+    lines = [
+        f"{a.checkpoint}: prior {config.prior.name} (lambda {config.prior.strength:g})",
+        "",
+        f"| layer | prior mean (full/linear/local) | prior P(full) | {head} |",
+        "|---" * (3 + len(a.targets)) + "|",
+    ]
+    rows = []
+    for layer, a_l in enumerate(conc):
+        prices = [decision_price(a_l, full, t, grid, a.samples) for t in a.targets]
+        mean = (a_l / a_l.sum()).tolist()
+        rows.append(
+            {
+                "layer": layer,
+                "prior_concentration": a_l.tolist(),
+                "prior_mean": mean,
+                "prior_p_full": prices[0]["prior_probability"],
+                "prices": [{"target": t, **pr} for t, pr in zip(a.targets, prices, strict=True)],
+            }
+        )
+        kls = " | ".join(f"{pr['kl']:.2f}" for pr in prices)
+        shown = " / ".join(f"{m:.3f}" for m in mean)
+        lines.append(f"| {layer} | {shown} | {prices[0]['prior_probability']:.4f} | {kls} |")
+    print("\n".join(lines))
+    if a.json:
+        record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
+        write_json(Path(a.json), {**record, "checkpoint": a.checkpoint, "versions": versions()})
     return 0
 
 

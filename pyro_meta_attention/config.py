@@ -105,6 +105,8 @@ class TrainConfig:
     full_until: str = "steps"  # "steps": full_warmup steps; "evidence": until full attention
     # has learned what it pays for (training/warmup.py); hardening then counts from its end
     guide_lr_scale: float = 1.0  # the guide's learning rate over the network's
+    mean_lr_scale: float = 10.0  # a hierarchical prior's routing means' rate over the guide's:
+    # L x M global numbers whose gradient averages every token of the batch (docs/results.md)
     harden_final: float = 0.0  # soft-to-hard schedule: final entropy threshold tau (0 = off)
     harden_start: int = 0  # step at which tau starts rising from 0
     harden_end: int = 0  # step at which tau reaches harden_final
@@ -124,7 +126,7 @@ class TrainConfig:
                 )
         if self.seed > MAX_SEED:
             raise ValueError(f"TrainConfig.seed must be <= {MAX_SEED}, got {self.seed}")
-        positive = ("lr", "grad_clip", "guide_lr_scale")
+        positive = ("lr", "grad_clip", "guide_lr_scale", "mean_lr_scale")
         for name in positive + ("weight_decay", "kl_weight", "harden_final"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0 or (name in positive and value == 0):

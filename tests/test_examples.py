@@ -188,6 +188,15 @@ def check_decision_price(out: Path, stdout: str) -> None:
     assert 0 < low < high < 10  # routing with probability 0.9 costs more than with 0.5
 
 
+def check_decision_price_layers(out: Path, stdout: str) -> None:
+    """A trained smoke model's compute prior: the same price in both layers."""
+    record = json.loads((out / "layers.json").read_text())
+    assert [row["layer"] for row in record["rows"]] == [0, 1]
+    first, second = ([p["kl"] for p in row["prices"]] for row in record["rows"])
+    assert first == second and 0 < first[0] < first[1] < 10
+    assert "prior compute-dirichlet (lambda 2)" in stdout
+
+
 def check_generate(out: Path, stdout: str) -> None:
     """100 bytes from a model trained at block_size 32, keeping 16 keys."""
     assert stdout.startswith("import ") and "[100 bytes in" in stdout
@@ -278,6 +287,10 @@ EXAMPLES = [
     ("bench_runner.py --smoke --json {out}/runner.json", check_bench_runner),
     ("elbo_variance.py --smoke --repeats 3 --json {out}/var.json", check_elbo_variance),
     ("decision_price.py --smoke --json {out}/price.json", check_decision_price),
+    (
+        "decision_price.py --smoke --checkpoint smoke --json {out}/layers.json",
+        check_decision_price_layers,
+    ),
     (
         "generate.py --smoke --max-new-tokens 100 --max-context 16 --temperature 0.8 --top-k 5 "
         "--policy budget:0.5 --stats --stats-png {out}/stats.png",

@@ -7,6 +7,8 @@ alpha_bar [B, T, L, M] (and, for Dirichlet posteriors, the concentration) withou
 - layer_share [L][M]: the same per layer (share of tokens whose argmax in layer l is m);
 - routing_entropy: mean H(alpha_bar) / log M, in [0, 1];
 - kl: sum over layers of the mean KL(q || p) per token (the KL term of the loss, nats/token);
+  "the prior" is p(alpha) per layer: for a hierarchical prior, given the guide's routing means
+  (so the statistics below measure what tokens do apart from their layer);
 - argmax_differs: share of (token, layer) pairs whose argmax is not the prior mean's argmax
   (with a tied prior mean, e.g. symmetric, any tied mechanism counts as the prior's);
 - prior_distance: mean total-variation distance between alpha_bar and the prior mean;
@@ -17,7 +19,12 @@ alpha_bar [B, T, L, M] (and, for Dirichlet posteriors, the concentration) withou
 - token_spread: mean over mechanisms of the std of alpha_bar across tokens (0: every token
   is routed alike, i.e. nothing per-token was learned);
 - collapse_fraction: share of pairs with max_m alpha_bar > 0.9;
-- penalty: a prior's explicit penalty summed over layers, mean per token (None without one).
+- penalty: a prior's explicit penalty summed over layers, mean per token (None without one);
+- layer_prior_mean [L][M]: the prior mean of alpha per layer (Bayesian priors);
+- layer_shift: for a hierarchical prior, the largest TV over layers between a layer's routing
+  mean and the hyperprior's mode (how far the data moved a whole layer);
+- hyperprior: for a hierarchical prior, -sum_l log p(mu_l) / tokens, the loss's other prior
+  term beside the KL.
 KL and the four prior-relative statistics are None for the improper `none` prior.
 `class_shares` splits the shares by token class on the synthetic tasks.
 """
@@ -35,6 +42,7 @@ from ..simplex import argmax_share, normalised_entropy
 ROUTE_MARGIN = 0.05  # TV from the prior mean a flipped token needs to count as routed by data
 
 
+@torch.no_grad()
 def routing_stats(
     guide: RoutingGuide, x: torch.Tensor, alpha_bar: torch.Tensor | None = None
 ) -> dict[str, object]:
@@ -57,19 +65,30 @@ def routing_stats(
         "data_routed": None,
         "flipped_tv": None,
         "penalty": None,
+        "layer_prior_mean": None,
+        "layer_shift": None,
+        "hyperprior": None,
     }
     penalty = prior.penalty(mean)  # [B, T, L] or None
     if penalty is not None:
         stats["penalty"] = float(penalty.sum(-1).mean())
-    prior_conc = prior.concentration()
+    prior_conc = guide.prior_concentration()  # [L, M]: a hierarchical prior's differ by layer
     if prior_conc is not None:
         q = Dirichlet(guide.concentration(x).double())  # batch [B, T, L]
         p = Dirichlet(prior_conc.to(q.concentration))
-        prior_mean = prior.mean().to(flat)
+        prior_mean = (prior_conc / prior_conc.sum(-1, keepdim=True)).to(flat)  # [L, M]
         stats["kl"] = float(kl_divergence(q, p).sum(-1).mean())
-        prior_top = prior_mean >= prior_mean.max() - 1e-9  # [M]: ties count as the prior's choice
-        flipped = ~prior_top[flat.argmax(-1)]  # [N]
-        tv = 0.5 * (flat - prior_mean).abs().sum(-1)  # [N]
+        stats["layer_prior_mean"] = prior_mean.tolist()
+        if prior.hierarchical:
+            shift = 0.5 * (prior_mean - prior.mean().to(prior_mean)).abs().sum(-1)  # [L]
+            stats["layer_shift"] = float(shift.max())
+            # the layer's prior mean is its routing mean mu_l (kappa · mu stays above the floor)
+            log_p = prior.hyper_distribution(prior_mean).log_prob(prior_mean).sum()
+            stats["hyperprior"] = float(-log_p / x.numel())  # as in the loss: scaled 1 / tokens
+        prior_top = prior_mean >= prior_mean.max(-1, keepdim=True).values - 1e-9  # ties: prior's
+        top = prior_top.expand_as(mean).gather(-1, mean.argmax(-1, keepdim=True))  # [B, T, L, 1]
+        flipped = ~top.reshape(-1)  # [N]
+        tv = (0.5 * (mean - prior_mean).abs().sum(-1)).reshape(-1)  # [N]
         stats["argmax_differs"] = float(flipped.double().mean())
         stats["prior_distance"] = float(tv.mean())
         stats["data_routed"] = float((flipped & (tv >= ROUTE_MARGIN)).double().mean())
@@ -91,17 +110,25 @@ def routing_learned(stats: dict[str, object], prior: RoutingPrior) -> tuple[bool
             f"({'varies across tokens' if varied else 'routes every token alike'})"
         )
     routed = float(stats["data_routed"])
+    shift = stats.get("layer_shift")
+    layer = (
+        ""
+        if shift is None
+        else f"; layer means moved by TV {float(shift):.3f} from the hyperprior's mode"
+        + (" (layer routing LEARNED)" if float(shift) > ROUTE_MARGIN else "")
+    )
     moved = float(stats["prior_distance"]) > ROUTE_MARGIN or routed > 0.01
     # per token: some tokens were routed away from the prior's argmax by the data and others
     # were not (sparse routing, such as MQAR's queries, is a few percent of the pairs), or
     # alpha_bar moved and varies
     learned = 0.01 < routed < 0.99 or (moved and spread > 0.02)
+    learned = learned or (shift is not None and float(shift) > ROUTE_MARGIN)
     verdict = "LEARNED" if learned else ("moved but uniform" if moved else "NOT LEARNED (= prior)")
     return learned, (
         f"routing {verdict}: mean |alpha_bar - prior mean|_TV = {stats['prior_distance']:.3f}, "
         f"argmax differs from prior for {100 * float(stats['argmax_differs']):.1f}% of tokens "
         f"({100 * routed:.1f}% by TV >= {ROUTE_MARGIN}), "
-        f"per-token spread {spread:.3f}, KL(q||p) = {float(stats['kl']):.4f} nats/token"
+        f"per-token spread {spread:.3f}, KL(q||p) = {float(stats['kl']):.4f} nats/token{layer}"
     )
 
 

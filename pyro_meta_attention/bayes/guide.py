@@ -18,6 +18,10 @@ rows; above the cap the posterior is a near-point mass whose sample gradients va
 lgamma terms lose float32 precision. A smooth squash keeps gradients alive at the bounds, which
 clamping would cut.
 
+With a hierarchical prior the guide also holds each layer's routing mean mu_l [L, M] as a
+point (MAP, a Delta at site `routing_mean_l`), kept where the prior's concentration kappa · mu
+stays at or above the guide's floor, so q can always equal p(alpha | mu).
+
 With the `none` prior the same network emits router logits and the guide is a Delta at
 softmax(logits): a deterministic router trained by maximum likelihood. With a `fixed-*` prior
 the guide is a Delta at the prior's corner (its network is unused).
@@ -37,7 +41,7 @@ from pyro.nn import PyroModule
 from ..config import GuideConfig, ModelConfig
 from ..data.kgrams import match_features
 from .priors import RoutingPrior
-from .sites import routing_scale, routing_site, token_plates
+from .sites import global_scale, routing_mean_site, routing_scale, routing_site, token_plates
 
 
 def check_representable(prior: RoutingPrior, config: GuideConfig) -> None:
@@ -76,6 +80,17 @@ class RoutingGuide(PyroModule):
             nn.GELU(),
             nn.Linear(config.hidden, self.n_layer * M),
         )
+        if prior.hierarchical:  # unconstrained routing means, set to the prior's mean below
+            self.mean_logits = nn.Parameter(torch.zeros(self.n_layer, M))
+            if prior.kappa <= M * config.floor:
+                raise ValueError(
+                    f"hierarchical prior: kappa {prior.kappa} must exceed M x guide floor "
+                    f"{M * config.floor} to hold every routing mean's concentration above the floor"
+                )
+            with torch.no_grad():
+                share = (prior.concentration() - config.floor) / (prior.kappa - M * config.floor)
+                share = share.clamp(min=1e-6)
+                self.mean_logits.copy_(share.log().float().expand(self.n_layer, M))
         if config.init == "prior":
             self._init_at_prior()
 
@@ -91,6 +106,23 @@ class RoutingGuide(PyroModule):
         u = ((a.log() - lo) / (hi - lo)).clamp(1e-4, 1 - 1e-4)
         with torch.no_grad():
             last.bias.copy_(torch.logit(u).float().repeat(self.n_layer))
+
+    def routing_means(self) -> torch.Tensor | None:
+        """Each layer's routing mean mu [L, M] (hierarchical priors; else None): kappa · mu_m =
+        floor + (kappa - M · floor) · softmax(logits)_m, never below the guide's floor."""
+        if not self.prior.hierarchical:
+            return None
+        M, kappa, floor = self.prior.n_mechanisms, self.prior.kappa, self.config.floor
+        return (floor + (kappa - M * floor) * torch.softmax(self.mean_logits, -1)) / kappa
+
+    def prior_concentration(self) -> torch.Tensor | None:
+        """The prior's concentration of alpha per layer [L, M] float64 (at the guide's routing
+        means for a hierarchical prior), or None for an improper or fixed prior."""
+        means = self.routing_means()
+        if means is not None:
+            return self.prior.conditional(means.detach().double())
+        a = self.prior.concentration()
+        return None if a is None else a.expand(self.n_layer, a.numel())
 
     @property
     def reach(self) -> int | None:
@@ -151,6 +183,11 @@ class RoutingGuide(PyroModule):
         route: model-side only)."""
         B, T = x.shape
         params = self.router_weights(x) if self.prior.deterministic else self.concentration(x)
+        means = self.routing_means()
+        if means is not None:
+            with global_scale(B, T, mask), routing_scale(beta):
+                for layer in range(self.n_layer):
+                    pyro.sample(routing_mean_site(layer), dist.Delta(means[layer], event_dim=1))
         alphas = []
         with token_plates(B, T, mask):
             for layer in range(self.n_layer):

@@ -1,11 +1,13 @@
 """The Pyro model: alpha_t ~ prior per token and layer, mixed attention, next byte ~ Categorical.
 
-    for each layer l, sequence b, token t:  alpha_{l,b,t} ~ p(alpha)          [B, T] x [M]
+    for each layer l (hierarchical priors):  mu_l ~ p(mu)                       [M]
+    for each layer l, sequence b, token t:  alpha_{l,b,t} ~ p(alpha | mu_l)  [B, T] x [M]
     logits = RoutedTransformer(x, alpha_0..alpha_{L-1})                    [B, T, V]
     y_{b,t} ~ Categorical(logits_{b,t})                                    [B, T]
 
-Every site sits in the [B, T] plates and is scaled by 1 / tokens (loss in nats per token);
-routing sites additionally carry the KL weight beta. The network is a submodule, so its
+Every token site sits in the [B, T] plates and is scaled by 1 / tokens (loss in nats per token);
+routing sites additionally carry the KL weight beta. A routing mean mu_l is global: outside the
+plates, scaled by 1 / tokens and beta as well. The network is a submodule, so its
 parameters are this module's own (`pyro.settings.set(module_local_params=True)`).
 """
 
@@ -23,7 +25,15 @@ from pyro.nn import PyroModule
 from ..network import RoutedTransformer
 from ..simplex import normalised_entropy
 from .priors import RoutingPrior
-from .sites import OBS_SITE, penalty_site, routing_scale, routing_site, token_plates
+from .sites import (
+    OBS_SITE,
+    global_scale,
+    penalty_site,
+    routing_mean_site,
+    routing_scale,
+    routing_site,
+    token_plates,
+)
 
 
 class RoutingModel(PyroModule):
@@ -57,11 +67,20 @@ class RoutingModel(PyroModule):
         """
         B, T = x.shape
         like = self.net.tok_emb.weight
+        L = self.net.config.n_layer
+        means = None
+        if self.prior.hierarchical:
+            with global_scale(B, T, mask), routing_scale(beta):
+                hyper = self.prior.hyper_distribution(like)
+                means = [pyro.sample(routing_mean_site(layer), hyper) for layer in range(L)]
         with token_plates(B, T, mask):
             alphas = []
-            for layer in range(self.net.config.n_layer):
+            for layer in range(L):
                 with routing_scale(beta):
-                    prior = self.prior.distribution(torch.Size([B, T]), like)
+                    if means is None:
+                        prior = self.prior.distribution(torch.Size([B, T]), like)
+                    else:
+                        prior = self.prior.distribution(torch.Size([B, T]), like, means[layer])
                     alphas.append(pyro.sample(routing_site(layer), prior))
                 penalty = None if route is not None else self.prior.penalty(alphas[-1])
                 if penalty is not None:  # the cost of what runs: none of alpha's under `route`

@@ -4,6 +4,16 @@ Every prior is parameterised by its total concentration kappa = sum_m a_m, so ka
 same thing across priors. Adding a prior is one class plus one `@register_prior("name")` line.
 
 - `compute-dirichlet`: a = kappa · softmax(-lambda · c): cheaper mechanisms get more mass.
+- `hierarchical-dirichlet`: the compute prior one level up. Each layer l has its own routing mean
+  mu_l ~ Dir(1 + kappa · softmax(-lambda · c)) (its mode is compute-dirichlet's mean), and its
+  tokens draw alpha_t ~ Dir(kappa · mu_l). mu_l is a global latent (a MAP point in the guide), so
+  "this layer runs local" costs one hyperprior density, not a KL on every token: where every
+  token prefers one mechanism the layer's mean moves there and routing costs nothing
+  (docs/results.md, "No regret"); tokens that differ from their layer still pay their KL.
+- `hierarchical-penalised`: `hierarchical-dirichlet` plus cost-penalised's lambda · sum_m
+  alpha_m c_m per token and layer. Where tokens are indifferent a hierarchical layer mean
+  follows the few tokens that are not (MQAR's queries pull layer 0 to all-full); the penalty
+  keeps indifferent tokens, and so their layer, on the cheap mechanisms.
 - `symmetric-dirichlet`: a = kappa / M for every mechanism (kappa = M is uniform on the simplex).
 - `sparse-dirichlet`: symmetric with a = kappa / M < 1, which favours the simplex corners.
 - `fixed-full`, `fixed-linear`, `fixed-local`: single-mechanism reference models. A point mass
@@ -47,6 +57,7 @@ class RoutingPrior(ABC):
 
     name: str = ""
     deterministic: bool = False  # True: no posterior, the guide is a point-estimate router
+    hierarchical: bool = False  # True: alpha ~ Dir(kappa · mu_l) with a per-layer mean mu_l
     straight_through: bool = False  # True: the network always sees one-hot alpha (`harden`)
     default_concentration: float = 3.0  # kappa when PriorConfig.concentration is None
 
@@ -115,6 +126,49 @@ class ComputeDirichlet(RoutingPrior):
     def concentration(self) -> torch.Tensor:
         weights = torch.softmax(-self.config.strength * self.cost, dim=0)
         return self._checked(self.kappa * weights)
+
+
+@register_prior("hierarchical-dirichlet")
+class HierarchicalDirichlet(ComputeDirichlet):
+    """mu_l ~ Dir(1 + kappa · w) per layer with w = softmax(-lambda · c), alpha_t ~ Dir(kappa · mu_l).
+
+    The hyperprior's concentrations are all >= 1, so its density is bounded and its mode is w:
+    with no data the MAP mean is the compute prior's mean, and `concentration` (the prior of
+    alpha at that mode) equals compute-dirichlet's.
+    """
+
+    hierarchical = True
+
+    def hyper_concentration(self) -> torch.Tensor:
+        """Concentration [M] float64 of the hyperprior on each layer's routing mean mu_l."""
+        return 1 + self.kappa * torch.softmax(-self.config.strength * self.cost, dim=0)
+
+    def hyper_distribution(self, like: torch.Tensor) -> dist.TorchDistribution:
+        """p(mu_l): event shape [M]; device and dtype from `like`."""
+        return dist.Dirichlet(self.hyper_concentration().to(like))
+
+    def conditional(self, mean: torch.Tensor) -> torch.Tensor:
+        """Concentration kappa · mu [..., M] of alpha given a routing mean mu [..., M], held at
+        the floor (a hyperprior draw can come arbitrarily close to a face of the simplex; the
+        guide's MAP mean never goes below it)."""
+        return (self.kappa * mean).clamp(min=self.config.floor)
+
+    def distribution(
+        self, batch_shape: torch.Size, like: torch.Tensor, mean: torch.Tensor | None = None
+    ) -> dist.TorchDistribution:
+        """p(alpha | mu) with batch shape `batch_shape`; mean None: mu at the hyperprior's mode."""
+        a = self.concentration() if mean is None else self.conditional(mean)
+        return dist.Dirichlet(a.to(like).expand(*batch_shape, self.n_mechanisms))
+
+
+@register_prior("hierarchical-penalised")
+class HierarchicalPenalised(HierarchicalDirichlet):
+    """`hierarchical-dirichlet` with lambda · sum_m alpha_m c_m added to the loss per token and
+    layer (lambda = PriorConfig.strength, as in the hyperprior): the expected cost of alpha."""
+
+    def penalty(self, alpha: torch.Tensor) -> torch.Tensor:
+        """lambda · expected cost of the routing alpha [..., M]: [...]."""
+        return self.config.strength * (alpha * self.cost.to(alpha)).sum(-1)
 
 
 @register_prior("symmetric-dirichlet")

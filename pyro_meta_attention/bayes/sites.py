@@ -21,6 +21,7 @@ TOKEN_PLATE = "tokens"  # dim -1: T positions
 OBS_SITE = "next_byte"  # observed next byte, Categorical over the vocabulary
 ROUTING_PREFIX = "alpha_"  # routing site of layer l is f"alpha_{l}", value [B, T, M]
 PENALTY_PREFIX = "penalty_"  # a prior's explicit penalty on layer l's routing (pyro.factor)
+MEAN_PREFIX = "routing_mean_"  # layer l's routing mean mu_l [M] (hierarchical priors only)
 
 
 def routing_site(layer: int) -> str:
@@ -31,14 +32,32 @@ def penalty_site(layer: int) -> str:
     return f"{PENALTY_PREFIX}{layer}"
 
 
-@contextmanager
-def token_plates(B: int, T: int, mask: torch.Tensor | None = None) -> Iterator[None]:
-    """Enter the [B, T] plates, scale by 1 / tokens and mask (bool [B, T]) when given."""
+def routing_mean_site(layer: int) -> str:
+    return f"{MEAN_PREFIX}{layer}"
+
+
+def token_count(B: int, T: int, mask: torch.Tensor | None = None) -> int:
+    """Tokens the loss averages over: B · T, or the positions `mask` [B, T] keeps."""
     if mask is not None and mask.shape != (B, T):
         raise ValueError(f"mask must have shape [{B}, {T}], got {tuple(mask.shape)}")
     n_tokens = B * T if mask is None else int(mask.sum())
     if n_tokens == 0:
         raise ValueError("mask selects no token")
+    return n_tokens
+
+
+@contextmanager
+def global_scale(B: int, T: int, mask: torch.Tensor | None = None) -> Iterator[None]:
+    """Scale a global site (one per layer, outside the plates) by 1 / tokens, like the rest of
+    the loss: the hyperprior of a routing mean weighs as much as one token's KL."""
+    with poutine.scale(scale=1.0 / token_count(B, T, mask)):
+        yield
+
+
+@contextmanager
+def token_plates(B: int, T: int, mask: torch.Tensor | None = None) -> Iterator[None]:
+    """Enter the [B, T] plates, scale by 1 / tokens and mask (bool [B, T]) when given."""
+    n_tokens = token_count(B, T, mask)
     with ExitStack() as stack:
         stack.enter_context(pyro.plate(BATCH_PLATE, B, dim=-2))
         stack.enter_context(pyro.plate(TOKEN_PLATE, T, dim=-1))

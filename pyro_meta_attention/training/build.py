@@ -43,20 +43,27 @@ def make_elbo(name: str):
 
 def make_optimizer(model: RoutingModel, guide: RoutingGuide, config: RunConfig):
     """AdamW; weight decay on the network's matrices only (not norms, biases or the guide); the
-    guide's learning rate is `guide_lr_scale` times the network's. Each group keeps its peak
-    rate as "base_lr" for the schedule."""
+    guide's learning rate is `guide_lr_scale` times the network's, and a hierarchical prior's
+    routing means' `mean_lr_scale` times the guide's. Each group keeps its peak rate as
+    "base_lr" for the schedule."""
     tc = config.train
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
+    means = [guide.mean_logits] if guide.prior.hierarchical else []
+    guide_lr = tc.lr * tc.guide_lr_scale
     groups = [
         {"params": decay, "weight_decay": tc.weight_decay, "base_lr": tc.lr},
         {"params": no_decay, "weight_decay": 0.0, "base_lr": tc.lr},
         {
-            "params": list(guide.parameters()),
+            "params": [p for p in guide.parameters() if all(p is not m for m in means)],
             "weight_decay": 0.0,
-            "base_lr": tc.lr * tc.guide_lr_scale,
+            "base_lr": guide_lr,
         },
     ]
+    if means:
+        groups.append(
+            {"params": means, "weight_decay": 0.0, "base_lr": guide_lr * tc.mean_lr_scale}
+        )
     return torch.optim.AdamW(groups, lr=tc.lr)
 
 

@@ -31,12 +31,13 @@ def metrics_row(
     gap: float | None,
     stats: dict[str, Any],
 ) -> dict[str, Any]:
-    """One metrics row: the step's loss (nats per token, KL and penalty included), its nats per
-    scored token (`scored` = tokens / scored tokens), the schedules, the warm-up state and the
-    guide's routing statistics on the batch. Under the warm-up's fixed all-full route the
+    """One metrics row: the step's loss (nats per token; KL, hyperprior and penalty included),
+    its nats per scored token (`scored` = tokens / scored tokens), the schedules, the warm-up
+    state and the guide's routing statistics on the batch. Under the warm-up's fixed all-full route the
     penalty is not in the loss (bayes.model), so it is not taken out."""
     penalty = 0.0 if warm else (stats["penalty"] or 0.0)
-    nats = (loss - beta * (stats["kl"] or 0.0) - penalty) * scored
+    prior_terms = (stats["kl"] or 0.0) + (stats.get("hyperprior") or 0.0)
+    nats = (loss - beta * prior_terms - penalty) * scored
     return {
         "step": step,
         "loss": loss,

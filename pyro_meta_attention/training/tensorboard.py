@@ -3,9 +3,10 @@
 What it writes, at the step of each metrics row (`log_every`):
 
 - scalars `train/<key>` for loss, nats_per_token, bits_per_byte, kl, beta, tau, reference_gap,
-  routing_entropy, prior_distance, data_routed, penalty (those the row has);
+  routing_entropy, prior_distance, data_routed, penalty, layer_shift (those the row has);
 - scalars `routing/<mechanism>` (argmax share over tokens and layers) and
-  `routing/layer<l>/<mechanism>` (per layer);
+  `routing/layer<l>/<mechanism>` (per layer), and `prior_mean/layer<l>/<mechanism>` (the prior
+  mean of alpha per layer: a hierarchical prior's routing means move as it learns);
 - histograms `alpha/layer<l>/<mechanism>`: the posterior mean alpha_bar of that mechanism over
   the batch's tokens, so one sees the routing split (or not) as training goes;
 
@@ -36,6 +37,7 @@ SCALARS = (
     "prior_distance",
     "data_routed",
     "penalty",
+    "layer_shift",
 )  # the metrics row's keys written as train/<key>
 
 
@@ -70,6 +72,9 @@ class TensorBoardLog:
         for layer, shares in enumerate(row.get("layer_share") or []):
             for name, share in zip(MECHANISMS, shares, strict=True):
                 self.writer.add_scalar(f"routing/layer{layer}/{name}", share, step)
+        for layer, means in enumerate(row.get("layer_prior_mean") or []):
+            for name, mean in zip(MECHANISMS, means, strict=True):
+                self.writer.add_scalar(f"prior_mean/layer{layer}/{name}", mean, step)
 
     def alphas(self, step: int, alpha_bar: torch.Tensor) -> None:
         """Histograms of the posterior mean alpha_bar [B, T, L, M] per layer and mechanism."""

@@ -58,14 +58,17 @@ def test_summary_mean_is_the_sample_mean_and_plots_draw():
     matplotlib.pyplot.close("all")
 
 
-def test_prior_group_and_input_bytes_from_a_model():
+@pytest.mark.parametrize("name", ["compute-dirichlet", "hierarchical-dirichlet"])
+def test_prior_group_and_input_bytes_from_a_model(name):
+    # a hierarchical prior's draws of alpha go through a draw of each layer's routing mean
     pyro.set_rng_seed(0)
-    model, guide = build(smoke_config())
+    model, guide = build(smoke_config(prior={"name": name}))
     x = torch.randint(0, 256, (B, T))
     post = posterior_samples(model, guide, x, num_samples=4)
     prior = prior_samples(model, x, num_samples=6)
     idata = to_inference_data(post, chains=2, prior=prior, x=x)
     assert idata.prior["alpha"].shape == (1, 6, L, B, T, 3)
+    assert set(prior) == set(post) == {f"alpha_{layer}" for layer in range(L)}
     assert idata.constant_data["x"].dims == ("sequence", "position")
     assert torch.equal(torch.from_numpy(idata.constant_data["x"].values), x)
 

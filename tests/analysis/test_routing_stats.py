@@ -10,7 +10,8 @@ from pyro_meta_attention.analysis.routing_stats import (
     routing_stats,
 )
 from pyro_meta_attention.bayes.priors import make_prior
-from pyro_meta_attention.config import PriorConfig
+from pyro_meta_attention.config import PriorConfig, smoke_config
+from pyro_meta_attention.training.build import build
 
 COST = torch.tensor([1.0, 1.0, 0.23], dtype=torch.float64)
 
@@ -63,6 +64,10 @@ class _Guide:
     def concentration(self, x):
         return 50.0 * self.mean
 
+    def prior_concentration(self):
+        a = self.prior.concentration()
+        return a.expand(self.mean.shape[2], a.numel())
+
 
 def test_data_routed_counts_only_flips_beyond_the_margin():
     # the default cost vector at T = 128 (full, linear, local): lambda = 0.5's prior mean
@@ -77,3 +82,31 @@ def test_data_routed_counts_only_flips_beyond_the_margin():
     s = routing_stats(_Guide(prior, rows.view(1, 4, 1, 3)), torch.zeros(1, 4, dtype=torch.long))
     assert s["argmax_differs"] == pytest.approx(0.75)
     assert s["data_routed"] == pytest.approx(0.25)
+
+
+def test_a_hierarchical_prior_is_measured_per_layer_against_its_routing_mean():
+    # layer 0's routing mean moved to local, layer 1's stayed at the hyperprior's mode: tokens
+    # that follow their layer are not routed by the data, and the layer's own move is reported
+    config = smoke_config(prior={"name": "hierarchical-dirichlet"})
+    _, guide = build(config)
+    x = torch.zeros(1, 4, dtype=torch.long)
+    with torch.no_grad():
+        guide.mean_logits[0] = torch.tensor([-6.0, -6.0, 6.0])
+    means = guide.routing_means().detach()  # [L, M]
+    assert means[0, 2] > 0.95 and torch.allclose(means[1], guide.prior.mean().float(), atol=1e-5)
+    alpha_bar = means.double().expand(1, 4, 2, 3)  # every token at its layer's mean
+    stand_in = _Guide(guide.prior, alpha_bar)
+    stand_in.prior_concentration = guide.prior_concentration  # per layer, from the routing means
+    s = routing_stats(stand_in, x)
+    s_real = routing_stats(guide, x)
+    assert s["prior_distance"] == pytest.approx(0.0, abs=1e-6) and s["data_routed"] == 0.0
+    shift = 0.5 * (means[0].double() - guide.prior.mean()).abs().sum()
+    assert s["layer_shift"] == pytest.approx(float(shift), rel=1e-5) and shift > ROUTE_MARGIN
+    assert s["layer_prior_mean"][0][2] == pytest.approx(float(means[0, 2]), rel=1e-5)
+    learned, verdict = routing_learned(s, guide.prior)
+    assert learned and "layer routing LEARNED" in verdict
+    assert s_real["kl"] is not None and s_real["layer_shift"] == pytest.approx(s["layer_shift"])
+    # the loss's other prior term: -sum_l log p(mu_l), scaled 1 / tokens like every site
+    hyper = guide.prior.hyper_distribution(means.double())
+    want = -float(hyper.log_prob(means.double()).sum()) / x.numel()
+    assert s["hyperprior"] == pytest.approx(want, rel=1e-6)  # the means are float32 parameters

@@ -7,7 +7,12 @@ import torch
 from torch.distributions import Dirichlet, kl_divergence
 
 from pyro_meta_attention.bayes.model import harden
-from pyro_meta_attention.bayes.sites import OBS_SITE, penalty_site, routing_site
+from pyro_meta_attention.bayes.sites import (
+    OBS_SITE,
+    penalty_site,
+    routing_mean_site,
+    routing_site,
+)
 from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.data.batches import sample_batch
 from pyro_meta_attention.training.build import build, make_elbo
@@ -22,7 +27,8 @@ def batch(seed=0):
 
 
 @pytest.mark.parametrize(
-    "prior", ["compute-dirichlet", "symmetric-dirichlet", "none", "fixed-linear"]
+    "prior",
+    ["compute-dirichlet", "hierarchical-dirichlet", "symmetric-dirichlet", "none", "fixed-linear"],
 )
 def test_model_and_guide_sites_agree(prior):
     config = smoke_config(prior={"name": prior})
@@ -38,6 +44,15 @@ def test_model_and_guide_sites_agree(prior):
         assert g["fn"].event_shape == m["fn"].event_shape == (3,)
         assert torch.equal(g["value"], m["value"])
         assert torch.allclose(g["value"].sum(-1), torch.ones(B, T))
+        assert g["scale"] == m["scale"] == pytest.approx(1 / (B * T))
+        mean_site = routing_mean_site(layer)
+        if prior != "hierarchical-dirichlet":
+            assert mean_site not in guide_tr.nodes and mean_site not in model_tr.nodes
+            continue
+        g, m = guide_tr.nodes[mean_site], model_tr.nodes[mean_site]  # global: [M], no plates
+        assert g["fn"].batch_shape == m["fn"].batch_shape == ()
+        assert g["fn"].event_shape == m["fn"].event_shape == (3,)
+        assert torch.equal(g["value"], m["value"]) and not g["cond_indep_stack"]
         assert g["scale"] == m["scale"] == pytest.approx(1 / (B * T))
     assert model_tr.nodes[OBS_SITE]["fn"].batch_shape == (B, T)
     assert torch.equal(model_tr.nodes[OBS_SITE]["value"], y)
@@ -62,6 +77,39 @@ def test_guide_initialised_at_prior_has_near_zero_kl():
     p = Dirichlet(model.prior.concentration())
     # the init squashes the prior into [floor, cap] via a float32 logit: KL ~ 1e-10 or less
     assert float(kl_divergence(q, p).max().detach()) < 1e-6
+
+
+def test_hierarchical_elbo_adds_the_hyperprior_once_per_layer_and_moves_the_means():
+    # at init the routing means sit at the hyperprior's mode, so q and p(alpha | mu) are the
+    # compute prior's: the two ELBOs (same seed, same samples) differ by the hyperprior alone
+    x, y = batch()
+    losses, models = {}, {}
+    for name in ("compute-dirichlet", "hierarchical-dirichlet"):
+        pyro.set_rng_seed(0)
+        models[name] = build(smoke_config(prior={"name": name}))
+        pyro.set_rng_seed(1)
+        losses[name] = make_elbo("meanfield").differentiable_loss(*models[name], x, y)
+    model, guide = models["hierarchical-dirichlet"]
+    mu = guide.routing_means().detach()  # [L, M]
+    hyper = model.prior.hyper_distribution(mu)
+    log_p = sum(float(hyper.log_prob(mu[layer])) for layer in range(mu.shape[0]))
+    gap = float(losses["hierarchical-dirichlet"] - losses["compute-dirichlet"])
+    assert gap == pytest.approx(-log_p / (B * T), rel=1e-4, abs=1e-6)
+    # every token's q pushed to local: the loss's gradient moves each layer's mean to local
+    with torch.no_grad():
+        guide.mlp[-1].bias.view(-1, 3)[:] = torch.tensor([-4.0, -4.0, 4.0])
+    guide.mean_logits.grad = None
+    make_elbo("meanfield").differentiable_loss(model, guide, x, y).backward()
+    grad = guide.mean_logits.grad  # [L, M]: descent raises the local logit, lowers the others
+    assert (grad[:, 2] < 0).all() and (grad[:, :2] > 0).all()
+
+
+def test_a_hierarchical_prior_needs_room_above_the_guide_floor():
+    # kappa = M x floor (3 x 1.0): every mean's concentration would sit at the floor, with no
+    # room to move (the prior itself, 1 / 1 / 1, is representable)
+    bad = {"name": "hierarchical-dirichlet", "strength": 0.0, "concentration": 3.0}
+    with pytest.raises(ValueError, match="must exceed"):
+        build(smoke_config(prior=bad, guide={"floor": 1.0}))
 
 
 def test_a_prior_the_guide_cannot_represent_is_refused():

@@ -69,6 +69,11 @@ def test_cost_penalised_is_none_plus_lambda_times_expected_cost():
     want = 0.5 * (alpha * COST).sum(-1)  # lambda * sum_m alpha_m c_m
     torch.testing.assert_close(prior.penalty(alpha), want)
     assert make_prior(PriorConfig(name="none"), COST).penalty(alpha) is None
+    # the hierarchical prior with the same penalty; the hierarchical prior alone has none
+    both = make_prior(PriorConfig(name="hierarchical-penalised", strength=0.5), COST)
+    assert both.hierarchical and not both.deterministic
+    torch.testing.assert_close(both.penalty(alpha), want)
+    assert make_prior(PriorConfig(name="hierarchical-dirichlet"), COST).penalty(alpha) is None
     with pytest.raises(ValueError, match="lambda must be >= 0"):
         make_prior(PriorConfig(name="cost-penalised", strength=-1.0), COST)
 
@@ -109,3 +114,24 @@ def test_fixed_priors_are_point_masses(m, name):
     assert torch.equal(prior.mean(), torch.nn.functional.one_hot(torch.tensor(m), 3).double())
     d = prior.distribution(torch.Size([4]), torch.zeros(()))
     assert torch.equal(d.sample(), prior.mean().float().expand(4, 3))
+
+
+def test_hierarchical_dirichlet_is_the_compute_prior_one_level_up():
+    config = PriorConfig(name="hierarchical-dirichlet", strength=2.0)
+    prior = make_prior(config, COST)
+    compute = make_prior(PriorConfig(strength=2.0), COST)
+    assert prior.hierarchical and not compute.hierarchical
+    # alpha's prior at the hyperprior's mode is compute-dirichlet's, and that mode is its mean:
+    # Dir(a) has mode (a - 1) / (sum a - M), and a = 1 + kappa · w gives w
+    assert torch.allclose(prior.concentration(), compute.concentration())
+    a = prior.hyper_concentration()
+    assert (a >= 1).all()
+    assert torch.allclose((a - 1) / (a.sum() - 3), compute.mean())
+    like = torch.zeros((), dtype=torch.float64)
+    assert prior.hyper_distribution(like).event_shape == (3,)
+    # given a routing mean mu, alpha ~ Dir(kappa · mu), held at the floor near a face
+    mu = torch.tensor([0.001, 0.009, 0.99], dtype=torch.float64)
+    d = prior.distribution(torch.Size([2]), like, mu)
+    assert d.batch_shape == (2,)
+    expected = torch.tensor([config.floor, config.floor, 3 * 0.99], dtype=torch.float64)
+    assert torch.allclose(d.concentration[0], expected)

@@ -61,6 +61,19 @@ def test_the_guide_learns_at_its_own_rate():
         assert group["base_lr"] == config.train.lr * (10.0 if is_guide else 1.0)
 
 
+def test_a_hierarchical_priors_routing_means_learn_at_their_own_rate():
+    config = smoke_config(
+        prior={"name": "hierarchical-dirichlet"},
+        train={"guide_lr_scale": 2.0, "mean_lr_scale": 5.0},
+    )
+    model, guide = build(config)
+    groups = make_optimizer(model, guide, config).param_groups
+    (means,) = [g for g in groups if any(p is guide.mean_logits for p in g["params"])]
+    assert means["params"] == [guide.mean_logits] and means["base_lr"] == config.train.lr * 10.0
+    others = sum(len(g["params"]) for g in groups if g is not means)
+    assert others == len(list(model.parameters())) + len(list(guide.parameters())) - 1
+
+
 def test_warmup_nats_leave_out_the_penalty_that_the_loss_does_not_hold():
     config = smoke_config(
         prior={"name": "cost-penalised", "strength": 5.0}, train={"full_warmup": 6}

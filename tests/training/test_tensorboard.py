@@ -49,6 +49,10 @@ def test_routing_shares_per_mechanism_and_layer(run):
         for layer, shares in enumerate(last["layer_share"]):
             logged = events.Scalars(f"routing/layer{layer}/{name}")[-1].value
             assert logged == pytest.approx(shares[m], abs=1e-6)
+        assert len(last["layer_prior_mean"]) == result.config.model.n_layer
+        for layer, means in enumerate(last["layer_prior_mean"]):
+            logged = events.Scalars(f"prior_mean/layer{layer}/{name}")[-1].value
+            assert logged == pytest.approx(means[m], abs=1e-6)
     assert len(last["layer_share"]) == result.config.model.n_layer
 
 
