@@ -2,7 +2,7 @@
 
     python experiments/decision_price.py --json experiments/results/decision_price.json
     python experiments/decision_price.py --smoke
-    python experiments/decision_price.py --checkpoint runs/text/ts-hier-lr10/hierarchical-dirichlet@2/seed0/checkpoint.pt
+    python experiments/decision_price.py --checkpoint runs/text/TAG/MODEL/seed0/checkpoint.pt
 
 For every (lambda, kappa) the prior is compute-dirichlet on the MQAR preset's cost vector; the
 table gives its mean, the prior's own P(argmax = full) and the least KL(q || p) at which a
@@ -58,26 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return price_layers(a, grid, argv)
     config = mqar_config()
     cost = cost_model_for(config.model).normalised()
-    full = MECHANISMS.index("full")
     gain = math.log(MQARConfig().value_vocab)
     rows = []
     for lam in a.strengths:
         for kappa in a.kappas:
             prior = make_prior(PriorConfig(strength=lam, concentration=kappa, floor=1e-3), cost)
-            conc = prior.concentration()
-            prices = [decision_price(conc, full, t, grid, a.samples) for t in a.targets]
-            rows.append(
-                {
-                    "strength": lam,
-                    "kappa": kappa,
-                    "prior_concentration": conc.tolist(),
-                    "prior_mean": prior.mean().tolist(),
-                    "prior_p_full": prices[0]["prior_probability"],
-                    "prices": [
-                        {"target": t, **pr} for t, pr in zip(a.targets, prices, strict=True)
-                    ],
-                }
-            )
+            priced = price(prior.concentration(), a.targets, grid, a.samples)
+            rows.append({"strength": lam, "kappa": kappa, **priced})
     head = " | ".join(f"KL for P(full) >= {t}" for t in a.targets)
     lines = [
         f"cost vector (MQAR preset) {[round(c, 3) for c in cost.tolist()]}; "
@@ -94,9 +81,26 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("\n".join(lines))
     if a.json:
-        record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
-        write_json(Path(a.json), {**record, "versions": versions()})
+        write_record(a.json, argv, grid, rows)
     return 0
+
+
+def price(conc: torch.Tensor, targets: list[float], grid, samples: int) -> dict[str, object]:
+    """One prior Dir(conc [M]): its mean, its own P(argmax = full) and the KL price of each
+    target P(full) (`analysis/decision_price.py`)."""
+    full = MECHANISMS.index("full")
+    prices = [decision_price(conc, full, t, grid, samples) for t in targets]
+    return {
+        "prior_concentration": conc.tolist(),
+        "prior_mean": (conc / conc.sum()).tolist(),
+        "prior_p_full": prices[0]["prior_probability"],
+        "prices": [{"target": t, **pr} for t, pr in zip(targets, prices, strict=True)],
+    }
+
+
+def write_record(path: str, argv: list[str] | None, grid, rows: list, **extra) -> None:
+    record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
+    write_json(Path(path), {**record, **extra, "versions": versions()})
 
 
 def price_layers(a, grid: tuple[float, ...], argv: list[str] | None) -> int:
@@ -107,7 +111,6 @@ def price_layers(a, grid: tuple[float, ...], argv: list[str] | None) -> int:
     conc = guide.prior_concentration()  # [L, M]
     if conc is None:
         raise UsageError(f"{a.checkpoint}: prior {config.prior.name!r} has no density to price")
-    full = MECHANISMS.index("full")
     head = " | ".join(f"KL for P(full) >= {t}" for t in a.targets)
     lines = [
         f"{a.checkpoint}: prior {config.prior.name} (lambda {config.prior.strength:g})",
@@ -115,26 +118,16 @@ def price_layers(a, grid: tuple[float, ...], argv: list[str] | None) -> int:
         f"| layer | prior mean (full/linear/local) | prior P(full) | {head} |",
         "|---" * (3 + len(a.targets)) + "|",
     ]
-    rows = []
-    for layer, a_l in enumerate(conc):
-        prices = [decision_price(a_l, full, t, grid, a.samples) for t in a.targets]
-        mean = (a_l / a_l.sum()).tolist()
-        rows.append(
-            {
-                "layer": layer,
-                "prior_concentration": a_l.tolist(),
-                "prior_mean": mean,
-                "prior_p_full": prices[0]["prior_probability"],
-                "prices": [{"target": t, **pr} for t, pr in zip(a.targets, prices, strict=True)],
-            }
-        )
-        kls = " | ".join(f"{pr['kl']:.2f}" for pr in prices)
-        shown = " / ".join(f"{m:.3f}" for m in mean)
-        lines.append(f"| {layer} | {shown} | {prices[0]['prior_probability']:.4f} | {kls} |")
+    rows = [
+        {"layer": layer, **price(a_l, a.targets, grid, a.samples)} for layer, a_l in enumerate(conc)
+    ]
+    for r in rows:
+        kls = " | ".join(f"{pr['kl']:.2f}" for pr in r["prices"])
+        shown = " / ".join(f"{m:.3f}" for m in r["prior_mean"])
+        lines.append(f"| {r['layer']} | {shown} | {r['prior_p_full']:.4f} | {kls} |")
     print("\n".join(lines))
     if a.json:
-        record = {"argv": sys.argv[1:] if argv is None else argv, "grid": grid, "rows": rows}
-        write_json(Path(a.json), {**record, "checkpoint": a.checkpoint, "versions": versions()})
+        write_record(a.json, argv, grid, rows, checkpoint=a.checkpoint)
     return 0
 
 

@@ -33,10 +33,10 @@ def metrics_row(
 ) -> dict[str, Any]:
     """One metrics row: the step's loss (nats per token; KL, hyperprior and penalty included),
     its nats per scored token (`scored` = tokens / scored tokens), the schedules, the warm-up
-    state and the guide's routing statistics on the batch. Under the warm-up's fixed all-full route the
-    penalty is not in the loss (bayes.model), so it is not taken out."""
+    state and the guide's routing statistics on the batch. Under the warm-up's fixed all-full
+    route the penalty is not in the loss (bayes.model), so it is not taken out."""
     penalty = 0.0 if warm else (stats["penalty"] or 0.0)
-    prior_terms = (stats["kl"] or 0.0) + (stats.get("hyperprior") or 0.0)
+    prior_terms = (stats["kl"] or 0.0) + (stats["hyperprior"] or 0.0)
     nats = (loss - beta * prior_terms - penalty) * scored
     return {
         "step": step,
