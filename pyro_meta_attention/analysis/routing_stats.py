@@ -24,7 +24,7 @@ alpha_bar [B, T, L, M] (and, for Dirichlet posteriors, the concentration) withou
 - layer_shift: for a hierarchical prior, the largest TV over layers between a layer's routing
   mean and the hyperprior's mode (how far the data moved a whole layer);
 - hyperprior: for a hierarchical prior, -sum_l log p(mu_l) / tokens, the loss's other prior
-  term beside the KL.
+  term beside the KL (with a budget, plus sum_l of the price each token pays for mu_l).
 KL and the four prior-relative statistics are None for the improper `none` prior.
 `class_shares` splits the shares by token class on the synthetic tasks.
 """
@@ -84,7 +84,9 @@ def routing_stats(
             stats["layer_shift"] = float(shift.max())
             # the layer's prior mean is its routing mean mu_l (kappa · mu stays above the floor)
             log_p = prior.hyper_distribution(prior_mean).log_prob(prior_mean).sum()
-            stats["hyperprior"] = float(-log_p / x.numel())  # as in the loss: scaled 1 / tokens
+            hyper = -log_p / x.numel()  # as in the loss: scaled 1 / tokens
+            price = prior.budget(prior_mean)  # [L] per token, or None
+            stats["hyperprior"] = float(hyper if price is None else hyper + price.sum())
         prior_top = prior_mean >= prior_mean.max(-1, keepdim=True).values - 1e-9  # ties: prior's
         top = prior_top.expand_as(mean).gather(-1, mean.argmax(-1, keepdim=True))  # [B, T, L, 1]
         flipped = ~top.reshape(-1)  # [N]

@@ -2,6 +2,7 @@
 
     for each layer l (hierarchical priors):  mu_l ~ p(mu)                       [M]
     for each layer l, sequence b, token t:  alpha_{l,b,t} ~ p(alpha | mu_l)  [B, T] x [M]
+                                            (a budget prior: factor -price(mu_l) per token)
     logits = RoutedTransformer(x, alpha_0..alpha_{L-1})                    [B, T, V]
     y_{b,t} ~ Categorical(logits_{b,t})                                    [B, T]
 
@@ -27,6 +28,7 @@ from ..simplex import normalised_entropy
 from .priors import RoutingPrior
 from .sites import (
     OBS_SITE,
+    budget_site,
     global_scale,
     penalty_site,
     routing_mean_site,
@@ -81,6 +83,9 @@ class RoutingModel(PyroModule):
                         prior = self.prior.distribution(torch.Size([B, T]), like)
                     else:
                         prior = self.prior.distribution(torch.Size([B, T]), like, means[layer])
+                        price = self.prior.budget(means[layer])
+                        if price is not None:  # part of -log p(mu_l): beta-scaled, per token
+                            pyro.factor(budget_site(layer), -price.expand(B, T))
                     alphas.append(pyro.sample(routing_site(layer), prior))
                 penalty = None if route is not None else self.prior.penalty(alphas[-1])
                 if penalty is not None:  # the cost of what runs: none of alpha's under `route`

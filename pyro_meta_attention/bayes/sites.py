@@ -22,6 +22,7 @@ OBS_SITE = "next_byte"  # observed next byte, Categorical over the vocabulary
 ROUTING_PREFIX = "alpha_"  # routing site of layer l is f"alpha_{l}", value [B, T, M]
 PENALTY_PREFIX = "penalty_"  # a prior's explicit penalty on layer l's routing (pyro.factor)
 MEAN_PREFIX = "routing_mean_"  # layer l's routing mean mu_l [M] (hierarchical priors only)
+BUDGET_PREFIX = "budget_"  # each token's price for layer l's routing mean (pyro.factor)
 
 
 def routing_site(layer: int) -> str:
@@ -34,6 +35,10 @@ def penalty_site(layer: int) -> str:
 
 def routing_mean_site(layer: int) -> str:
     return f"{MEAN_PREFIX}{layer}"
+
+
+def budget_site(layer: int) -> str:
+    return f"{BUDGET_PREFIX}{layer}"
 
 
 def token_count(B: int, T: int, mask: torch.Tensor | None = None) -> int:

@@ -110,3 +110,13 @@ def test_a_hierarchical_prior_is_measured_per_layer_against_its_routing_mean():
     hyper = guide.prior.hyper_distribution(means.double())
     want = -float(hyper.log_prob(means.double()).sum()) / x.numel()
     assert s["hyperprior"] == pytest.approx(want, rel=1e-6)  # the means are float32 parameters
+    # with a budget, plus what each token pays for its layer's mean (layer 0's is local: 0)
+    _, budgeted = build(smoke_config(prior={"name": "hierarchical-budget", "strength": 0.5}))
+    with torch.no_grad():
+        budgeted.mean_logits[0] = torch.tensor([6.0, -6.0, -6.0])  # layer 0 all-full
+    means = budgeted.routing_means().detach().double()
+    hyper = budgeted.prior.hyper_distribution(means)
+    price = budgeted.prior.budget(means)
+    assert float(price[0]) > 0.05
+    want = -float(hyper.log_prob(means).sum()) / x.numel() + float(price.sum())
+    assert routing_stats(budgeted, x)["hyperprior"] == pytest.approx(want, rel=1e-5)

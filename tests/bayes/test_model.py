@@ -9,6 +9,7 @@ from torch.distributions import Dirichlet, kl_divergence
 from pyro_meta_attention.bayes.model import harden
 from pyro_meta_attention.bayes.sites import (
     OBS_SITE,
+    budget_site,
     penalty_site,
     routing_mean_site,
     routing_site,
@@ -28,7 +29,14 @@ def batch(seed=0):
 
 @pytest.mark.parametrize(
     "prior",
-    ["compute-dirichlet", "hierarchical-dirichlet", "symmetric-dirichlet", "none", "fixed-linear"],
+    [
+        "compute-dirichlet",
+        "hierarchical-dirichlet",
+        "hierarchical-budget",
+        "symmetric-dirichlet",
+        "none",
+        "fixed-linear",
+    ],
 )
 def test_model_and_guide_sites_agree(prior):
     config = smoke_config(prior={"name": prior})
@@ -46,7 +54,10 @@ def test_model_and_guide_sites_agree(prior):
         assert torch.allclose(g["value"].sum(-1), torch.ones(B, T))
         assert g["scale"] == m["scale"] == pytest.approx(1 / (B * T))
         mean_site = routing_mean_site(layer)
-        if prior != "hierarchical-dirichlet":
+        budget = model_tr.nodes.get(budget_site(layer))  # a factor per token, model side only
+        assert (budget is None) == (prior != "hierarchical-budget")
+        assert budget is None or budget["fn"].batch_shape == (B, T)
+        if not prior.startswith("hierarchical"):
             assert mean_site not in guide_tr.nodes and mean_site not in model_tr.nodes
             continue
         g, m = guide_tr.nodes[mean_site], model_tr.nodes[mean_site]  # global: [M], no plates
@@ -102,6 +113,31 @@ def test_hierarchical_elbo_adds_the_hyperprior_once_per_layer_and_moves_the_mean
     make_elbo("meanfield").differentiable_loss(model, guide, x, y).backward()
     grad = guide.mean_logits.grad  # [L, M]: descent raises the local logit, lowers the others
     assert (grad[:, 2] < 0).all() and (grad[:, :2] > 0).all()
+
+
+def test_the_budget_charges_every_token_for_a_layer_mean_above_it():
+    # the same guide and samples under hierarchical-dirichlet and hierarchical-budget: the
+    # losses differ by beta x sum_l price(mu_l), zero while the means are at or below budget
+    x, y = batch()
+
+    def loss_gap(layer0, beta):  # layer 0's mean logits; layer 1's stays at the prior mean
+        losses = {}
+        for name in ("hierarchical-dirichlet", "hierarchical-budget"):
+            pyro.set_rng_seed(0)
+            model, guide = build(smoke_config(prior={"name": name, "strength": 0.5}))
+            with torch.no_grad():
+                guide.mean_logits[0] = layer0
+            pyro.set_rng_seed(1)
+            elbo = make_elbo("meanfield").differentiable_loss
+            losses[name] = float(elbo(model, guide, x, y, beta=beta))
+        price = model.prior.budget(guide.routing_means().detach().double())  # [L]
+        return losses["hierarchical-budget"] - losses["hierarchical-dirichlet"], price
+
+    gap, price = loss_gap(torch.tensor([-6.0, -6.0, 6.0]), 1.0)
+    assert gap == pytest.approx(0.0, abs=1e-6) and float(price.sum()) < 1e-6  # local; at mode
+    gap, price = loss_gap(torch.tensor([6.0, -6.0, -6.0]), 0.5)
+    assert float(price[0]) > 0.05 and float(price[1]) < 1e-6  # layer 0 all-full: above budget
+    assert gap == pytest.approx(0.5 * float(price.sum()), rel=1e-4)
 
 
 def test_a_hierarchical_prior_needs_room_above_the_guide_floor():
