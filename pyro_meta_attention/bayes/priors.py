@@ -14,12 +14,13 @@ same thing across priors. Adding a prior is one class plus one `@register_prior(
   alpha_m c_m per token and layer. Where tokens are indifferent a hierarchical layer mean
   follows the few tokens that are not (MQAR's queries pull layer 0 to all-full); the penalty
   keeps indifferent tokens, and so their layer, on the cheap mechanisms.
-- `hierarchical-budget`: `hierarchical-dirichlet` whose layer means may move freely toward
-  cheaper routing but pay for compute above the compute prior's: every token pays
-  lambda · max(0, c · mu_l - c · w) for its layer (lambda nats per unit of cost, the price
-  softmax(-lambda · c) itself puts on cost). A layer's mean goes local where all its tokens
-  prefer local (text), and is held at the compute prior's where indifferent tokens would
-  otherwise follow a few costly ones (MQAR's queries), which then pay their own KL.
+- `hierarchical-budget`: `hierarchical-dirichlet` whose layer means move freely toward the
+  cheapest mechanism but pay for weight on a costlier one beyond the compute prior's: every
+  token pays lambda · sum_m (c_m - min c) · max(0, mu_l,m - w_m) for its layer (lambda nats per
+  unit of cost, the price softmax(-lambda · c) itself puts on cost). A layer's mean goes local
+  where all its tokens prefer local (text), and is held near the compute prior's where
+  indifferent tokens would otherwise follow a few costly ones (MQAR's queries), which then pay
+  their own KL.
 - `symmetric-dirichlet`: a = kappa / M for every mechanism (kappa = M is uniform on the simplex).
 - `sparse-dirichlet`: symmetric with a = kappa / M < 1, which favours the simplex corners.
 - `fixed-full`, `fixed-linear`, `fixed-local`: single-mechanism reference models. A point mass
@@ -185,17 +186,21 @@ class HierarchicalPenalised(HierarchicalDirichlet):
 @register_prior("hierarchical-budget")
 class HierarchicalBudget(HierarchicalDirichlet):
     """`hierarchical-dirichlet` with a compute budget on each layer's routing mean: every token
-    pays lambda · max(0, c · mu_l - c · w), the layer's expected cost above the compute
-    prior's mean w = softmax(-lambda · c), at lambda nats per unit of cost (w's own price:
-    log w_m = -lambda · c_m + const). Below the budget the hyperprior alone acts, so a layer
-    whose tokens all prefer a cheap mechanism moves there for one token's hyperprior density;
-    above it, moving a layer costs as much as moving every token. A factor in the model, so
-    prior draws of mu (`Predictive` without a guide) come from the Dirichlet part alone."""
+    pays lambda · sum_m (c_m - min c) · max(0, mu_m - w_m), the extra cost of the weight a layer
+    puts on each mechanism beyond the compute prior's mean w = softmax(-lambda · c), at lambda
+    nats per unit of cost (w's own price: log w_m = -lambda · c_m + const). Weight moved to the
+    cheapest mechanism is free, so a layer whose tokens all prefer it moves there for one
+    token's hyperprior density; weight moved to a costlier one costs as much as moving every
+    token. Priced per mechanism, not by the mean's expected cost c · mu: that one is blind to
+    trades at equal cost (MQAR's linear and full cost the same at T = 64, and layer 0's mean
+    moved from linear to full for free; docs/design-notes.md). A factor in the model, so prior
+    draws of mu (`Predictive` without a guide) come from the Dirichlet part alone."""
 
     def budget(self, mean: torch.Tensor) -> torch.Tensor:
         cost = self.cost.to(mean)
         w = torch.softmax(-self.config.strength * cost, dim=0)
-        return self.config.strength * ((mean * cost).sum(-1) - (w * cost).sum()).clamp(min=0)
+        extra = (cost - cost.min()) * (mean - w).clamp(min=0)  # [..., M]
+        return self.config.strength * extra.sum(-1)
 
 
 @register_prior("symmetric-dirichlet")

@@ -116,22 +116,17 @@ def test_fixed_priors_are_point_masses(m, name):
     assert torch.equal(d.sample(), prior.mean().float().expand(4, 3))
 
 
-def test_hierarchical_budget_prices_only_a_layer_mean_above_the_compute_prior_cost():
-    prior = make_prior(PriorConfig(name="hierarchical-budget", strength=0.5), COST)
+def test_hierarchical_budget_prices_weight_on_costlier_mechanisms_beyond_the_prior():
+    cost = torch.tensor([1.0, 1.0, 0.25], dtype=torch.float64)  # MQAR: linear costs as much as full
+    prior = make_prior(PriorConfig(name="hierarchical-budget", strength=0.5), cost)
     assert prior.hierarchical
     w = prior.mean()  # the compute prior's mean, the hyperprior's mode
-    budget = float((w * COST).sum())
-    means = torch.stack(
-        [
-            w,
-            torch.tensor([0.02, 0.02, 0.96], dtype=torch.float64),
-            torch.eye(3, dtype=torch.float64)[0],
-        ]
-    )
-    price = prior.budget(means)  # [3]: at the budget, below it (cheaper), all-full
-    assert price[0] == pytest.approx(0.0, abs=1e-12) and price[1] == 0.0
-    assert float(price[2]) == pytest.approx(0.5 * (1.0 - budget))  # lambda x cost above budget
-    assert make_prior(PriorConfig(name="hierarchical-dirichlet"), COST).budget(means) is None
+    trade = w + torch.tensor([0.2, -0.2, 0.0], dtype=torch.float64)  # linear -> full, same cost
+    means = torch.stack([w, torch.tensor([0.02, 0.02, 0.96], dtype=torch.float64), trade])
+    price = prior.budget(means)  # [3]: at the mode, moved to the cheapest, traded at equal cost
+    assert price[0] == 0.0 and price[1] == 0.0
+    assert float(price[2]) == pytest.approx(0.5 * 0.75 * 0.2)  # lambda (c_full - c_min) 0.2
+    assert make_prior(PriorConfig(name="hierarchical-dirichlet"), cost).budget(means) is None
 
 
 def test_hierarchical_dirichlet_is_the_compute_prior_one_level_up():
