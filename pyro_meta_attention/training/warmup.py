@@ -14,8 +14,9 @@ long (`TrainConfig.full_until`):
   smoothed, grows when full attention starts to use what lies beyond the local window (recall,
   copying) and stops growing when it has learned it. The warm-up ends at the first probe where
   g >= MARGIN and g has grown by less than GROWTH over the last PLATEAU of the warm-up so far
-  (a scale-free plateau: no step count), or at LIMIT of the run's steps if that never happens
-  (full attention did not pay here at this budget; the router gets the rest to learn that).
+  (a scale-free plateau: no step count; at PLATEAU = 0.5 the gain has held for as long as it
+  took to appear), or at LIMIT of the run's steps if that never happens (full attention did
+  not pay here at this budget; the router gets the rest to learn that).
 
 The probe costs two forward passes without gradient every PROBE_EVERY steps (~3 % of a step's
 time at PROBE_EVERY = 25). The state (`history`, `ended`) goes into the checkpoint, so a resumed
@@ -37,7 +38,7 @@ FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's ful
 PROBE_EVERY = 25  # steps between reference probes ("evidence")
 MARGIN = 0.05  # nats per scored token: full attention must beat local by this much
 GROWTH = 1.05  # "still growing": more than 5 % above the gap a PLATEAU of the warm-up ago
-PLATEAU = 0.2  # the last fifth of the warm-up so far
+PLATEAU = 0.5  # the last half of the warm-up so far (a fifth ended MQAR's too early)
 LIMIT = 0.5  # at most this share of the run's steps
 SMOOTHING = 0.3  # exponential moving average weight of the newest probe
 

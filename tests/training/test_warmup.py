@@ -38,11 +38,12 @@ def test_a_step_count_and_a_fixed_prior():
 
 def test_the_evidence_waits_for_emergence_then_a_plateau():
     """A gap flat at 0 for 30 probes (recall not yet learned: no plateau may end it there), then
-    rising to 0.4, then flat: it ends once the rise has stopped, not before."""
+    rising to 0.4 by probe 50, then flat: it ends once the gain has held for as long as the
+    warm-up had lasted when it stopped rising (PLATEAU = 0.5), not before."""
     w = FullWarmup.of(TrainConfig(steps=10_000, full_until="evidence"), fixed_prior=False)
-    rise = [0.0] * 30 + [0.02 * k for k in range(1, 21)] + [0.4] * 60
+    rise = [0.0] * 30 + [0.02 * k for k in range(1, 21)] + [0.4] * 90
     ended = feed(w, rise)
-    assert ended is not None and 50 * PROBE_EVERY < ended < 110 * PROBE_EVERY
+    assert ended is not None and 2 * 50 * PROBE_EVERY < ended < 140 * PROBE_EVERY
     assert w.gap() >= MARGIN and not w.active(ended) and w.offset() == ended
 
 
