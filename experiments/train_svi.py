@@ -1,6 +1,6 @@
 """Train the Bayesian router with SVI and write a run folder.
 
-    python experiments/train_svi.py                         # default: built-in corpus, compute prior
+    python experiments/train_svi.py                         # default: built-in corpus, the recipe
     python experiments/train_svi.py --prior none --out runs/none
     python experiments/train_svi.py --data ../shared/data/tinyshakespeare.txt --steps 2000
     python experiments/train_svi.py --preset mqar --prior fixed-full   # the MQAR recall task
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from common import (
@@ -44,7 +45,7 @@ from common import (
 
 from pyro_meta_attention.analysis.routing_stats import ROUTE_MARGIN
 from pyro_meta_attention.bayes.priors import PRIORS
-from pyro_meta_attention.config import PRESETS, RunConfig, smoke_config
+from pyro_meta_attention.config import PRESETS, ROUTING_RECIPE, RunConfig, smoke_config
 from pyro_meta_attention.data.sources import data_for
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import ELBOS, build
@@ -110,9 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     base = PRESETS[a.preset]()
-    if a.smoke:  # the smoke network and sizes, on the preset's data
+    if a.smoke:  # the smoke network and sizes, on the preset's data, prior and schedules
+        recipe = {k: getattr(base.train, k) for k in ROUTING_RECIPE["train"]}
         base = smoke_config(
-            data={"path": base.data.path}, model={"token_shift": base.model.token_shift}
+            data={"path": base.data.path},
+            model={"token_shift": base.model.token_shift},
+            prior=asdict(base.prior),
+            train=recipe,
         )
     train = {"seed": a.seed, "device": a.device, "elbo": a.elbo}
     for key in ("steps", "batch_size", "lr", "kl_weight", "kl_anneal"):

@@ -203,6 +203,21 @@ def mqar_routing_config(**sections: dict[str, Any]) -> RunConfig:
     return recipe.override(**sections)
 
 
+ROUTING_RECIPE: dict[str, dict[str, Any]] = {  # the default preset's routing, one for every task
+    # a per-layer routing mean with a compute budget; its strength lambda = 0.5
+    "prior": {"name": "hierarchical-budget", "strength": 0.5},
+    # all-full until full attention's gain over local has held (training/warmup.py), then
+    # every sampled alpha routed hard (straight-through), counted from the warm-up's end
+    "train": {"full_until": "evidence", "harden_final": 1.0, "harden_start": 0, "harden_end": 0},
+}
+
+
+def default_config(**sections: dict[str, Any]) -> RunConfig:
+    """The default preset (`train_svi.py` with no flags): the built-in corpus, the default
+    network, and the routing recipe ROUTING_RECIPE (docs/results.md § One recipe)."""
+    return RunConfig().override(**ROUTING_RECIPE).override(**sections)
+
+
 def text_config(**sections: dict[str, Any]) -> RunConfig:
     """The natural-text preset for routing studies: T = 512, local window w = 32 (a sixteenth of
     the context), the default network with a token shift, batch 8, 1,000 steps (sized in
@@ -216,7 +231,7 @@ def text_config(**sections: dict[str, Any]) -> RunConfig:
 
 
 PRESETS = {  # name -> config factory
-    "default": RunConfig,
+    "default": default_config,
     "mqar": mqar_config,
     "mqar-routing": mqar_routing_config,
     "text512": text_config,

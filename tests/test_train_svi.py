@@ -22,6 +22,16 @@ def test_the_routing_recipe_preset_keeps_its_prior_and_schedule():
     assert (config.train.harden_final, config.train.harden_start) == (1.0, 1000)
 
 
+def test_the_default_preset_is_the_routing_recipe():
+    config = config_from_args(parse_args([]))
+    assert config == PRESETS["default"]()
+    assert (config.prior.name, config.prior.strength) == ("hierarchical-budget", 0.5)
+    assert (config.train.full_until, config.train.harden_final) == ("evidence", 1.0)
+    assert config.model == PRESETS["default"]().model and config.data.path is None
+    smoke = config_from_args(parse_args(["--smoke"]))  # the smoke network, the recipe's routing
+    assert smoke.prior == config.prior and smoke.train.full_until == "evidence"
+
+
 def test_flags_and_set_override_the_preset():
     config = config_from_args(
         parse_args(["--preset", "mqar-routing", "--strength", "2", "--set", "train.kl_weight=0.5"])
