@@ -214,7 +214,8 @@ ROUTING_RECIPE: dict[str, dict[str, Any]] = {  # the default preset's routing, o
 
 def default_config(**sections: dict[str, Any]) -> RunConfig:
     """The default preset (`train_svi.py` with no flags): the built-in corpus, the default
-    network, and the routing recipe ROUTING_RECIPE (docs/results.md § One recipe)."""
+    network, and the routing recipe ROUTING_RECIPE (docs/results.md § A compute budget on the
+    layer mean, and one recipe)."""
     return RunConfig().override(**ROUTING_RECIPE).override(**sections)
 
 

@@ -130,9 +130,12 @@ class ComputeDirichlet(RoutingPrior):
         if config.strength < 0:
             raise ValueError(f"cost strength lambda must be >= 0, got {config.strength}")
 
+    def weights(self) -> torch.Tensor:
+        """w = softmax(-lambda · c): [M] float64, the prior's mean before the floor check."""
+        return torch.softmax(-self.config.strength * self.cost, dim=0)
+
     def concentration(self) -> torch.Tensor:
-        weights = torch.softmax(-self.config.strength * self.cost, dim=0)
-        return self._checked(self.kappa * weights)
+        return self._checked(self.kappa * self.weights())
 
 
 @register_prior("hierarchical-dirichlet")
@@ -148,7 +151,7 @@ class HierarchicalDirichlet(ComputeDirichlet):
 
     def hyper_concentration(self) -> torch.Tensor:
         """Concentration [M] float64 of the hyperprior on each layer's routing mean mu_l."""
-        return 1 + self.kappa * torch.softmax(-self.config.strength * self.cost, dim=0)
+        return 1 + self.kappa * self.weights()
 
     def hyper_distribution(self, like: torch.Tensor) -> dist.TorchDistribution:
         """p(mu_l): event shape [M]; device and dtype from `like`."""
@@ -197,8 +200,7 @@ class HierarchicalBudget(HierarchicalDirichlet):
     draws of mu (`Predictive` without a guide) come from the Dirichlet part alone."""
 
     def budget(self, mean: torch.Tensor) -> torch.Tensor:
-        cost = self.cost.to(mean)
-        w = torch.softmax(-self.config.strength * cost, dim=0)
+        cost, w = self.cost.to(mean), self.weights().to(mean)
         extra = (cost - cost.min()) * (mean - w).clamp(min=0)  # [..., M]
         return self.config.strength * extra.sum(-1)
 
