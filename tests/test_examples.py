@@ -232,6 +232,21 @@ def check_length_curve(out: Path, stdout: str) -> None:
     assert "beyond" in stdout and (out / "curve.png").stat().st_size > 10_000
 
 
+def check_token_gain(out: Path, stdout: str) -> None:
+    """Smoke: two pairs of smoke models, the full seeds against each other, one router."""
+    record = json.loads((out / "gain.json").read_text())
+    assert record["price"]["gain"] > 0 and record["price"]["probability"] >= 0.5
+    assert len(record["reference"]) == 2 and len(record["noise"]) == 1
+    assert len(record["averaged"]) == 1 and len(record["within"]) == 1
+    for block in ("reference", "noise", "averaged", "within"):
+        for r in record[block]:
+            routed = [o["routed"] for o in r["oracle"]]
+            assert routed == sorted(routed, reverse=True)  # a higher tau routes fewer positions
+            shares = [c["share"] for c in r["classes"].values()]
+            assert sum(shares) == pytest.approx(1.0)
+    assert "break-even gain" in stdout and (out / "gain.png").stat().st_size > 10_000
+
+
 def check_train_set(out: Path, stdout: str) -> None:
     check_train_run(out, stdout)
     config = json.loads((out / "run" / "config.json").read_text())["config"]
@@ -311,6 +326,7 @@ EXAMPLES = [
         check_bench_decode_trained,
     ),
     ("length_curve.py --smoke --json {out}/curve.json --plot {out}/curve.png", check_length_curve),
+    ("token_gain.py --smoke --json {out}/gain.json --plot {out}/gain.png", check_token_gain),
     ("demo_checkpoint.py --smoke --no-progress --out {out}", check_demo_checkpoint),
     (
         "phase1/run.py --budget smoke --seeds 1 --models fixed-local none --no-ablation "

@@ -64,3 +64,41 @@ def decision_price(
         "probability": float(probability[best]),
         "prior_probability": float(argmax_probability(prior, mechanism, samples, seed)),
     }
+
+
+def break_even_gain(
+    prior: torch.Tensor,
+    mechanism: int,
+    target: float,
+    grid: Sequence[float],
+    samples: int = 4000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """The least per-token gain g (nats) at which a q with P(argmax = mechanism) >= target beats
+    the prior Dir(prior [M]) in the ELBO: with hard straight-through samples a token gains
+    g · (P_q - P_p) in expected log-likelihood and pays KL(q || p), so it moves when
+    g > KL / (P_q - P_p); the minimum of that ratio over the grid's q.
+
+    Returns {"gain": nats, "kl", "probability", "prior_probability", "concentration"}; inf when
+    no grid point both reaches the target and raises P above the prior's.
+    """
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must lie in (0, 1), got {target}")
+    prior = torch.as_tensor(prior, dtype=torch.float64)
+    candidates = torch.tensor(
+        list(itertools.product(grid, repeat=prior.numel())), dtype=torch.float64
+    )
+    probability = argmax_probability(candidates, mechanism, samples, seed)  # [K]
+    own = float(argmax_probability(prior, mechanism, samples, seed))
+    kl = kl_divergence(Dirichlet(candidates), Dirichlet(prior.expand_as(candidates)))  # [K]
+    lift = probability - own
+    ok = (probability >= target) & (lift > 0)
+    ratio = torch.where(ok, kl / lift.clamp(min=1e-12), torch.full_like(kl, float("inf")))
+    best = int(ratio.argmin())
+    return {
+        "gain": float(ratio[best]),
+        "kl": float(kl[best]),
+        "concentration": candidates[best].tolist(),
+        "probability": float(probability[best]),
+        "prior_probability": own,
+    }

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from pyro_meta_attention.analysis import decision_price as module
-from pyro_meta_attention.analysis.decision_price import argmax_probability, decision_price
+from pyro_meta_attention.analysis.decision_price import (
+    argmax_probability,
+    break_even_gain,
+    decision_price,
+)
 
 GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
 
@@ -46,3 +50,19 @@ def test_argmax_probability_is_seeded_and_sums_to_one_over_mechanisms():
     )
     # symmetric row: each mechanism wins a third of the draws (binomial sd ~ 0.0075 at 4000)
     assert (p[1] - 1 / 3).abs().max() < 0.03
+
+
+def test_break_even_gain_is_the_kl_per_unit_of_probability_moved():
+    prior = torch.tensor([0.3, 0.3, 3.0], dtype=torch.float64)  # full is unlikely a priori
+    even = break_even_gain(prior, 0, 0.5, GRID, 2000)
+    lift = even["probability"] - even["prior_probability"]
+    assert even["probability"] >= 0.5 and lift > 0
+    assert even["gain"] == pytest.approx(even["kl"] / lift, rel=1e-12)
+    # no q on the grid does better per unit lift than the cheapest q that meets the target
+    price = decision_price(prior, 0, 0.5, GRID, 2000)
+    bound = price["kl"] / (price["probability"] - price["prior_probability"])
+    assert even["gain"] <= bound + 1e-12
+    # a higher target can only need as much gain or more: its candidates are a subset
+    assert break_even_gain(prior, 0, 0.9, GRID, 2000)["gain"] >= even["gain"]
+    with pytest.raises(ValueError, match="target"):
+        break_even_gain(prior, 0, 0.0, GRID)
