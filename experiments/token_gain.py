@@ -49,7 +49,26 @@ from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.run_dir import versions, write_json
 
 GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # as decision_price.py
-TAUS = (-0.5, -0.25, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
+TAUS = (
+    -0.5,
+    -0.25,
+    0.0,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    3.0,
+    4.0,
+    5.0,
+    6.0,
+    8.0,
+)
 
 
 def scored_model(checkpoint: str, mechanism: str | None = None) -> dict[str, Any]:
@@ -148,7 +167,14 @@ def report(label: str, rows: list[dict[str, Any]], price: float) -> list[str]:
     return lines
 
 
-def plot(reference: list[dict], noise: list[dict], samples: dict, price: float, path: Path) -> None:
+def plot(
+    reference: list[dict],
+    noise: list[dict],
+    within: list[dict],
+    samples: dict,
+    price: float,
+    path: Path,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,17 +197,23 @@ def plot(reference: list[dict], noise: list[dict], samples: dict, price: float, 
     left.set_xlabel("gain per position: nats local − nats full")
     left.set_ylabel("density")
     left.legend(fontsize=8)
-    for rows, colour, label in ((reference, "#d62728", "local → full"), (noise, "k", "noise")):
+    blocks = (
+        (reference, "#d62728", "-", "fixed-local → fixed-full"),
+        (noise, "k", "--", "full seed → full seed (noise)"),
+        (within, "#1f77b4", ":", "a router's own weights"),
+    )
+    for rows, colour, line, label in blocks:
         for i, r in enumerate(rows):
             xs = [o["routed"] for o in r["oracle"]]
-            ys = [o["closed"] for o in r["oracle"]]
-            right.plot(xs, ys, color=colour, alpha=0.7, ls="-" if colour != "k" else "--",
-                       label=label if i == 0 else None)  # fmt: skip
-            right.plot(r["at_price"]["routed"], r["at_price"]["closed"], "o", color=colour)
-    right.axhline(0.5, color="#999999", lw=0.8)
+            ys = [o["nats_saved"] for o in r["oracle"]]
+            right.plot(xs, ys, color=colour, ls=line, alpha=0.8, label=label if i == 0 else None)
+            right.plot(r["at_price"]["routed"], r["at_price"]["nats_saved"], "o", color=colour)
+    half = sum(r["mean"] for r in reference) / len(reference) / 2
+    right.axhline(half, color="#999999", lw=0.8, label="half the local − full gap")
     right.set_xlabel("share of positions routed to full (oracle: largest gains first)")
-    right.set_ylabel("fraction of the local − full gap closed")
-    right.set_title("dots: positions whose gain exceeds the price", fontsize=9)
+    right.set_xscale("symlog", linthresh=0.01)  # the few positions that pay are the story
+    right.set_ylabel("nats saved per position")
+    right.set_title("dots: route exactly the positions whose gain exceeds the price", fontsize=9)
     right.legend(fontsize=8)
     right.grid(alpha=0.3)
     fig.tight_layout()
@@ -269,8 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += report(
             "per-position nats averaged over the pairs, then local − full", averaged, kl
         )
-    if within:
-        lines += report("the routers' own weights: all-local − all-full", within, kl)
+    for checkpoint, row in zip(a.router, within, strict=True):
+        lines += report(f"{checkpoint}, its own weights: all-local − all-full", [row], kl)
     print("\n".join(lines))
     if a.json:
         write_json(
@@ -290,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {a.json}")
     if a.plot:
-        plot(reference, noise, cat, kl, Path(a.plot))
+        plot(reference, noise, within, cat, kl, Path(a.plot))
         print(f"wrote {a.plot}")
     return 0
 
