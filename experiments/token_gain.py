@@ -212,6 +212,7 @@ def plot(
     right.axhline(half, color="#999999", lw=0.8, label="half the local − full gap")
     right.set_xlabel("share of positions routed to full (oracle: largest gains first)")
     right.set_xscale("symlog", linthresh=0.01)  # the few positions that pay are the story
+    right.set_xlim(0, 1)
     right.set_ylabel("nats saved per position")
     right.set_title("dots: route exactly the positions whose gain exceeds the price", fontsize=9)
     right.legend(fontsize=8)
