@@ -35,20 +35,24 @@ from common import ArgumentParser, UsageError, load_run, main_guard, smoke_check
 from pyro_meta_attention.analysis.decision_price import break_even_gain
 from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
 from pyro_meta_attention.analysis.token_gain import (
+    auc,
     gain_by_class,
     hard_position_nats,
     oracle_curve,
+    predictability,
     share_to_close,
 )
 from pyro_meta_attention.bayes.priors import make_prior
 from pyro_meta_attention.config import PriorConfig
 from pyro_meta_attention.data.corpus import Corpus
+from pyro_meta_attention.data.kgrams import match_features
 from pyro_meta_attention.data.sources import held_out_batches
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.run_dir import versions, write_json
 
 GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # as decision_price.py
+MATCH_KS = (2, 3, 4, 6, 8)  # the causal match features a guide could read, per k (2 bits each)
 TAUS = (
     -0.5,
     -0.25,
@@ -80,9 +84,27 @@ def scored_model(checkpoint: str, mechanism: str | None = None) -> dict[str, Any
     batches = with_repeat_classes(held_out_batches(source, config), DEFAULT_K, config.model.window)
     cost = cost_model_for(config.model).normalised()
     nats, classes = hard_position_nats(model, guide, batches, cost, mechanism)
+    w = config.model.window
+    features = torch.cat(
+        [
+            torch.cat([match_features(b.x, k, w) for k in MATCH_KS], -1).flatten(0, 1)
+            for b in batches
+        ]
+    )  # [P, 2 * len(MATCH_KS)]: the batches' positions in order, as the nats
+    starts = torch.tensor([0] + [b.x.shape[0] for b in batches]).cumsum(0)  # first window
+    window_of = torch.cat(
+        [
+            (s + torch.arange(b.x.shape[0])).repeat_interleave(b.x.shape[1])
+            for s, b in zip(starts[:-1], batches, strict=True)
+        ]
+    )  # [P]: the held-out window of each position
+    if features.shape[0] != nats.numel():  # a masked source scores only some positions
+        raise UsageError(f"{checkpoint}: its held-out batches score only some positions")
     return {
         "nats": nats,
         "classes": classes,
+        "features": features.double(),
+        "half": window_of < int(starts[-1]) // 2,  # the predictors fit on the first half
         "config": config,
         "corpus": source.record()["sha256"],
         "cost": cost,
@@ -113,10 +135,15 @@ def the_price(a, cost: torch.Tensor) -> dict[str, Any]:
     return {**p, "source": source, "prior_concentration": conc.tolist()}
 
 
-def summarise(gain: torch.Tensor, classes: torch.Tensor, price: float) -> dict[str, Any]:
-    """Every statistic of one set of per-position gains [P]."""
+def summarise(gain: torch.Tensor, scored: dict, price: float) -> dict[str, Any]:
+    """Every statistic of one set of per-position gains [P] (positions, classes and features
+    of `scored`)."""
+    classes, half = scored["classes"], scored["half"]
     at_price = oracle_curve(gain, [price])[0]
+    long = (classes[~half] == REPEAT_CLASSES.index("long-repeat")).double()
     return {
+        "predict": predictability(gain, scored["features"], half, price),
+        "auc_long_repeat": auc(long, gain[~half] > price),
         "mean": float(gain.mean()),
         "classes": gain_by_class(gain, classes, REPEAT_CLASSES, price),
         "oracle": oracle_curve(gain, TAUS),
@@ -161,7 +188,12 @@ def report(label: str, rows: list[dict[str, Any]], price: float) -> list[str]:
         f"{pm([r['at_price']['routed'] for r in rows])} of them and saves "
         f"{pm([r['at_price']['nats_saved'] for r in rows])} nats per position; to close half the "
         f"gap it must route {pm([r['half_gap']['routed'] for r in rows])}, the weakest of which "
-        f"gains {pm([r['half_gap']['weakest_gain'] for r in rows])} nats.",
+        f"gains {pm([r['half_gap']['weakest_gain'] for r in rows])} nats. Finding the "
+        f"positions above the price (base rate {pm([r['predict']['base_rate'] for r in rows])}) "
+        f"from causal match features: AUC {pm([r['predict']['auc'] for r in rows])}, precision "
+        f"{pm([r['predict']['precision_at_half_recall'] for r in rows])} at half recall (a "
+        f"logistic fit on half the windows, scored on the rest); the long-repeat class itself, "
+        f"which reads the next byte: AUC {pm([r['auc_long_repeat'] for r in rows])}.",
         "",
     ]
     return lines
@@ -267,13 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     samples = {"reference": {n: [] for n in REPEAT_CLASSES}, "noise": []}
     for lo, fu in zip(local, full, strict=True):
         gain = lo["nats"] - fu["nats"]
-        reference.append(summarise(gain, lo["classes"], kl))
+        reference.append(summarise(gain, lo, kl))
         for c, name in enumerate(REPEAT_CLASSES):
             samples["reference"][name].append(gain[lo["classes"] == c])
     if len(local) > 1:  # per-position nats averaged over the seeds: the seed noise shrinks
         mean_local = torch.stack([lo["nats"] for lo in local]).mean(0)
         mean_full = torch.stack([fu["nats"] for fu in full]).mean(0)
-        averaged = [summarise(mean_local - mean_full, local[0]["classes"], kl)]
+        averaged = [summarise(mean_local - mean_full, local[0], kl)]
     else:
         averaged = []
     within = []
@@ -281,11 +313,11 @@ def main(argv: list[str] | None = None) -> int:
         forced = {m: scored_model(checkpoint, m) for m in ("local", "full")}
         check_pair(local[0], forced["local"], (a.local[0], checkpoint))
         gain = forced["local"]["nats"] - forced["full"]["nats"]
-        within.append(summarise(gain, local[0]["classes"], kl))
+        within.append(summarise(gain, local[0], kl))
     n = len(full)
     for i in range(n if n > 2 else n - 1):  # full seed i+1 against full seed i, cyclic
         gain = full[i]["nats"] - full[(i + 1) % n]["nats"]
-        noise.append(summarise(gain, local[0]["classes"], kl))
+        noise.append(summarise(gain, local[0], kl))
         samples["noise"].append(gain)
     cat = {
         "reference": {k: torch.cat(v) for k, v in samples["reference"].items()},

@@ -244,6 +244,7 @@ def check_token_gain(out: Path, stdout: str) -> None:
             assert routed == sorted(routed, reverse=True)  # a higher tau routes fewer positions
             shares = [c["share"] for c in r["classes"].values()]
             assert sum(shares) == pytest.approx(1.0)
+            assert set(r["predict"]) == {"auc", "base_rate", "precision_at_half_recall"}
     assert "break-even gain" in stdout and (out / "gain.png").stat().st_size > 10_000
 
 

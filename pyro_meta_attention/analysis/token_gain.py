@@ -14,6 +14,12 @@ trained:
   routed and the fraction of the all-positions gap (mean g) closed. An oracle that sees the
   two references' losses is an upper bound on what a router that sees only x_<t can do.
 
+Whether a router could *find* those positions is a question of what it sees: `auc` scores how
+well a statistic of x_<=t ranks the positions that pay above those that do not, and
+`fit_logistic` learns such a statistic from causal match features (`data/kgrams.py`: did the k
+bytes ending at t occur before, inside or beyond the window) on half the windows, for the other
+half.
+
 Two separately trained networks also differ token by token by chance. The same statistics of
 two seeds of one reference (g = nats_a - nats_b, zero mean) measure that noise: the part of
 the reference gain's tails that no single network could reproduce.
@@ -131,3 +137,68 @@ def share_to_close(gain: Tensor, fraction: float) -> dict[str, float]:
     n = int(torch.searchsorted(ordered.cumsum(0), torch.tensor(fraction * total).double())) + 1
     n = min(n, ordered.numel())
     return {"routed": n / ordered.numel(), "weakest_gain": float(ordered[n - 1])}
+
+
+def auc(score: Tensor, label: Tensor) -> float:
+    """Area under the ROC curve of score [P] for the boolean label [P]: the probability that a
+    random positive outranks a random negative (ties count half); nan without both kinds."""
+    label = label.bool()
+    n_pos, n_neg = int(label.sum()), int((~label).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = score.double().argsort()
+    ranks = torch.empty_like(order, dtype=torch.float64)
+    ranks[order] = torch.arange(1, score.numel() + 1, dtype=torch.float64)
+    values, inverse, counts = torch.unique(score.double(), return_inverse=True, return_counts=True)
+    mean_rank = torch.zeros_like(values).index_add_(0, inverse, ranks) / counts  # tied ranks
+    r = mean_rank[inverse]
+    return float((r[label].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def fit_logistic(features: Tensor, label: Tensor, iterations: int = 200) -> Tensor:
+    """Weights [F + 1] (bias last) of a logistic regression of label [P] on features [P, F],
+    float64, full-batch L-BFGS; a 1e-4 L2 penalty keeps separable data finite."""
+    X = torch.cat([features.double(), torch.ones(features.shape[0], 1, dtype=torch.float64)], 1)
+    y = label.double()
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(X @ w, y) + 1e-4 * (w[:-1] ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return w.detach()
+
+
+def predictability(gain: Tensor, features: Tensor, half: Tensor, price: float) -> dict[str, float]:
+    """How well causal features [P, F] find the positions with gain [P] > price: a logistic
+    regression fit where `half` [P] is True, scored where it is False. "auc" of its scores,
+    "base_rate" of the label there, "precision_at_half_recall" (`precision_at_recall`)."""
+    label = gain > price
+    w = fit_logistic(features[half], label[half])
+    test = ~half
+    ones = torch.ones(int(test.sum()), 1, dtype=torch.float64)
+    score, y = torch.cat([features[test].double(), ones], 1) @ w, label[test]
+    return {
+        "auc": auc(score, y),
+        "base_rate": float(y.double().mean()),
+        "precision_at_half_recall": precision_at_recall(score, y, 0.5),
+    }
+
+
+def precision_at_recall(score: Tensor, label: Tensor, recall: float) -> float:
+    """Precision of "score >= s" at the highest threshold s whose recall of label [P] reaches
+    `recall` (tied scores are taken together); nan without positives."""
+    label = label.bool()
+    if not label.any():
+        return float("nan")
+    values, inverse = torch.unique(score.double(), return_inverse=True)  # ascending
+    pos = torch.zeros_like(values).index_add_(0, inverse, label.double())
+    count = torch.zeros_like(values).index_add_(0, inverse, torch.ones_like(pos[inverse]))
+    pos_above, count_above = pos.flip(0).cumsum(0), count.flip(0).cumsum(0)  # descending
+    i = int(torch.nonzero(pos_above >= recall * float(label.sum()))[0])
+    return float(pos_above[i] / count_above[i])
