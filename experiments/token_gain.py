@@ -272,16 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", default=None, help="write a PNG here")
     p.add_flags("smoke")
     a = p.parse_args(argv)
-    if a.smoke:
-        a.local = [str(smoke_checkpoint(0))]
-        a.full = [str(smoke_checkpoint(1)), str(smoke_checkpoint(2))]
-        a.local.append(a.local[0])
-        a.router = [a.local[0]]
-        a.samples = 500
-    if not a.local or not a.full:
-        raise UsageError("--local and --full are required (or --smoke)")
-    if len(a.local) != len(a.full):
-        raise UsageError(f"{len(a.local)} --local for {len(a.full)} --full checkpoints")
     if not 0 < a.target < 1:
         raise UsageError(f"--target must lie in (0, 1), got {a.target}")
     if a.samples < 100:
@@ -289,6 +279,16 @@ def main(argv: list[str] | None = None) -> int:
     for path, suffix in ((a.json, ".json"), (a.plot, ".png")):
         if path is not None and (Path(path).suffix != suffix or not Path(path).parent.is_dir()):
             raise UsageError(f"{path}: give a {suffix} file in an existing folder")
+    if not a.smoke and (not a.local or not a.full):
+        raise UsageError("--local and --full are required (or --smoke)")
+    if a.smoke:
+        a.local = [str(smoke_checkpoint(0))]
+        a.full = [str(smoke_checkpoint(1)), str(smoke_checkpoint(2))]
+        a.local.append(a.local[0])
+        a.router = [a.local[0]]
+        a.samples = 500
+    if len(a.local) != len(a.full):
+        raise UsageError(f"{len(a.local)} --local for {len(a.full)} --full checkpoints")
     local = [scored_model(c) for c in a.local]
     full = [scored_model(c) for c in a.full]
     for i, (lo, fu) in enumerate(zip(local, full, strict=True)):
