@@ -36,6 +36,25 @@ def argmax_probability(
     return (draws.argmax(-1) == mechanism).double().mean(0)
 
 
+def _candidates(
+    prior: torch.Tensor,
+    mechanism: int,
+    target: float,
+    grid: Sequence[float],
+    samples: int,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Every q on the grid (each mechanism takes each value): (q [K, M], P(argmax = mechanism)
+    [K], KL(q || prior) [K], the prior's own P)."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must lie in (0, 1), got {target}")
+    prior = torch.as_tensor(prior, dtype=torch.float64)
+    q = torch.tensor(list(itertools.product(grid, repeat=prior.numel())), dtype=torch.float64)
+    probability = argmax_probability(q, mechanism, samples, seed)  # [K]
+    kl = kl_divergence(Dirichlet(q), Dirichlet(prior.expand_as(q)))  # [K]
+    return q, probability, kl, float(argmax_probability(prior, mechanism, samples, seed))
+
+
 def decision_price(
     prior: torch.Tensor,
     mechanism: int,
@@ -49,20 +68,14 @@ def decision_price(
     Returns {"kl": nats, "concentration": q's [M] list, "probability": its P, "prior_probability":
     the prior's own P}; kl is inf when no grid point reaches the target.
     """
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target must lie in (0, 1), got {target}")
-    prior = torch.as_tensor(prior, dtype=torch.float64)
-    M = prior.numel()
-    candidates = torch.tensor(list(itertools.product(grid, repeat=M)), dtype=torch.float64)
-    probability = argmax_probability(candidates, mechanism, samples, seed)  # [K]
-    kl = kl_divergence(Dirichlet(candidates), Dirichlet(prior.expand_as(candidates)))  # [K]
+    q, probability, kl, own = _candidates(prior, mechanism, target, grid, samples, seed)
     kl = torch.where(probability >= target, kl, torch.full_like(kl, float("inf")))
     best = int(kl.argmin())
     return {
         "kl": float(kl[best]),
-        "concentration": candidates[best].tolist(),
+        "concentration": q[best].tolist(),
         "probability": float(probability[best]),
-        "prior_probability": float(argmax_probability(prior, mechanism, samples, seed)),
+        "prior_probability": own,
     }
 
 
@@ -82,15 +95,7 @@ def break_even_gain(
     Returns {"gain": nats, "kl", "probability", "prior_probability", "concentration"}; inf when
     no grid point both reaches the target and raises P above the prior's.
     """
-    if not 0.0 < target < 1.0:
-        raise ValueError(f"target must lie in (0, 1), got {target}")
-    prior = torch.as_tensor(prior, dtype=torch.float64)
-    candidates = torch.tensor(
-        list(itertools.product(grid, repeat=prior.numel())), dtype=torch.float64
-    )
-    probability = argmax_probability(candidates, mechanism, samples, seed)  # [K]
-    own = float(argmax_probability(prior, mechanism, samples, seed))
-    kl = kl_divergence(Dirichlet(candidates), Dirichlet(prior.expand_as(candidates)))  # [K]
+    q, probability, kl, own = _candidates(prior, mechanism, target, grid, samples, seed)
     lift = probability - own
     ok = (probability >= target) & (lift > 0)
     ratio = torch.where(ok, kl / lift.clamp(min=1e-12), torch.full_like(kl, float("inf")))
@@ -98,7 +103,7 @@ def break_even_gain(
     return {
         "gain": float(ratio[best]),
         "kl": float(kl[best]),
-        "concentration": candidates[best].tolist(),
+        "concentration": q[best].tolist(),
         "probability": float(probability[best]),
         "prior_probability": own,
     }
