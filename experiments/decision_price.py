@@ -22,15 +22,13 @@ from pathlib import Path
 import torch
 from common import ArgumentParser, UsageError, load_run, main_guard, smoke_checkpoint
 
-from pyro_meta_attention.analysis.decision_price import decision_price
+from pyro_meta_attention.analysis.decision_price import GRID, decision_price
 from pyro_meta_attention.bayes.priors import make_prior
 from pyro_meta_attention.config import PriorConfig, mqar_config
 from pyro_meta_attention.data.mqar import MQARConfig
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.run_dir import versions, write_json
-
-GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # q's concentrations
 
 
 def main(argv: list[str] | None = None) -> int:

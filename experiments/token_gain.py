@@ -24,15 +24,15 @@ networks trained alike: a gain no single network could reproduce.
 from __future__ import annotations
 
 import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from common import ArgumentParser, UsageError, load_run, main_guard, smoke_checkpoint
+from studies import fmt
 
-from pyro_meta_attention.analysis.decision_price import break_even_gain
+from pyro_meta_attention.analysis.decision_price import GRID, break_even_gain
 from pyro_meta_attention.analysis.repeats import DEFAULT_K, REPEAT_CLASSES, with_repeat_classes
 from pyro_meta_attention.analysis.token_gain import (
     auc,
@@ -51,73 +51,54 @@ from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.run_dir import versions, write_json
 
-GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # as decision_price.py
 MATCH_KS = (2, 3, 4, 6, 8)  # the causal match features a guide could read, per k (2 bits each)
-TAUS = (
-    -0.5,
-    -0.25,
-    0.0,
-    0.05,
-    0.1,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1.0,
-    1.5,
-    2.0,
-    2.5,
-    3.0,
-    4.0,
-    5.0,
-    6.0,
-    8.0,
-)
+TAUS = (-0.5, -0.25, 0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75,
+        1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)  # oracle thresholds, nats  # fmt: skip
 
 
-def scored_model(checkpoint: str, mechanism: str | None = None) -> dict[str, Any]:
-    """A checkpoint's held-out positions: nats [P] under hard routing (or every token forced onto
-    `mechanism`), classes [P], its record."""
+def scored_model(checkpoint: str, routes: tuple[str, ...] = ("hard",)) -> dict[str, Any]:
+    """A checkpoint's held-out positions: "nats" {route: [P]}, per route "hard" (each token runs
+    its argmax) or a mechanism every token is forced onto; "classes" [P] under its
+    own window; "batches", "config", "corpus" (sha256), "cost" [M]."""
     config, model, guide, source = load_run(checkpoint)
     if not isinstance(source, Corpus):
         raise UsageError(f"{checkpoint} trained on {config.data.path}, not on text")
     batches = with_repeat_classes(held_out_batches(source, config), DEFAULT_K, config.model.window)
-    cost = cost_model_for(config.model).normalised()
-    nats, classes = hard_position_nats(model, guide, batches, cost, mechanism)
-    w = config.model.window
-    features = torch.cat(
-        [
-            torch.cat([match_features(b.x, k, w) for k in MATCH_KS], -1).flatten(0, 1)
-            for b in batches
-        ]
-    )  # [P, 2 * len(MATCH_KS)]: the batches' positions in order, as the nats
-    starts = torch.tensor([0] + [b.x.shape[0] for b in batches]).cumsum(0)  # first window
-    window_of = torch.cat(
-        [
-            (s + torch.arange(b.x.shape[0])).repeat_interleave(b.x.shape[1])
-            for s, b in zip(starts[:-1], batches, strict=True)
-        ]
-    )  # [P]: the held-out window of each position
-    if features.shape[0] != nats.numel():  # a masked source scores only some positions
+    if any(b.mask is not None for b in batches):
         raise UsageError(f"{checkpoint}: its held-out batches score only some positions")
+    cost = cost_model_for(config.model).normalised()
+    nats = {
+        r: hard_position_nats(model, guide, batches, cost, None if r == "hard" else r)
+        for r in routes
+    }
     return {
-        "nats": nats,
-        "classes": classes,
-        "features": features.double(),
-        "half": window_of < int(starts[-1]) // 2,  # the predictors fit on the first half
+        "nats": {r: n for r, (n, _) in nats.items()},
+        "classes": nats[routes[0]][1],
+        "batches": batches,
         "config": config,
         "corpus": source.record()["sha256"],
         "cost": cost,
     }
 
 
+def causal_features(scored: dict) -> dict[str, torch.Tensor]:
+    """What a guide could read at each position of `scored`'s windows: "features" [P, 2 ·
+    len(MATCH_KS)] (match features, its window), and "half" [P], True on the first half of the
+    windows (where the predictors fit; they are scored on the rest)."""
+    x = torch.cat([b.x for b in scored["batches"]])  # [N, T]: positions in the order of the nats
+    w = scored["config"].model.window
+    features = torch.cat([match_features(x, k, w) for k in MATCH_KS], -1)  # [N, T, F]
+    N, T = x.shape
+    half = (torch.arange(N) < N // 2).repeat_interleave(T)
+    return {"features": features.flatten(0, 1).double(), "half": half}
+
+
 def check_pair(local: dict, full: dict, names: tuple[str, str]) -> None:
     """The two models must score the same positions of the same text."""
-    for key in ("corpus",):
-        if local[key] != full[key]:
-            raise UsageError(f"{names[0]} and {names[1]} trained on different corpora")
+    if local["corpus"] != full["corpus"]:
+        raise UsageError(f"{names[0]} and {names[1]} trained on different corpora")
     lm, fm = local["config"].model, full["config"].model
-    if lm.block_size != fm.block_size or local["nats"].shape != full["nats"].shape:
+    if lm.block_size != fm.block_size or local["classes"].shape != full["classes"].shape:
         raise UsageError(f"{names[0]} and {names[1]} score different held-out windows")
 
 
@@ -135,14 +116,16 @@ def the_price(a, cost: torch.Tensor) -> dict[str, Any]:
     return {**p, "source": source, "prior_concentration": conc.tolist()}
 
 
-def summarise(gain: torch.Tensor, scored: dict, price: float) -> dict[str, Any]:
-    """Every statistic of one set of per-position gains [P] (positions, classes and features
-    of `scored`)."""
-    classes, half = scored["classes"], scored["half"]
+def summarise(
+    gain: torch.Tensor, classes: torch.Tensor, seen: dict[str, torch.Tensor], price: float
+) -> dict[str, Any]:
+    """Every statistic of one set of per-position gains [P]: classes [P], `seen` the positions'
+    `causal_features`."""
+    half = seen["half"]
     at_price = oracle_curve(gain, [price])[0]
     long = (classes[~half] == REPEAT_CLASSES.index("long-repeat")).double()
     return {
-        "predict": predictability(gain, scored["features"], half, price),
+        "predict": predictability(gain, seen["features"], half, price),
         "auc_long_repeat": auc(long, gain[~half] > price),
         "mean": float(gain.mean()),
         "classes": gain_by_class(gain, classes, REPEAT_CLASSES, price),
@@ -152,14 +135,9 @@ def summarise(gain: torch.Tensor, scored: dict, price: float) -> dict[str, Any]:
     }
 
 
-def pm(values: list[float], digits: int = 3) -> str:
-    """mean ± sd of the finite values ("—" when none: e.g. no gap to close)."""
-    values = [v for v in values if math.isfinite(v)]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+def pm(values: list[float]) -> str:
+    """`fmt` over the finite values (nan: e.g. no gap to close, no positive to find)."""
+    return fmt([v if math.isfinite(v) else None for v in values])
 
 
 def report(label: str, rows: list[dict[str, Any]], price: float) -> list[str]:
@@ -293,49 +271,50 @@ def main(argv: list[str] | None = None) -> int:
     full = [scored_model(c) for c in a.full]
     for i, (lo, fu) in enumerate(zip(local, full, strict=True)):
         check_pair(lo, fu, (a.local[i], a.full[i]))
-    price = the_price(a, local[0]["cost"])
-    kl = price["gain"]
+    classes, seen = local[0]["classes"], causal_features(local[0])  # every pair's positions
+    priced = the_price(a, local[0]["cost"])
+    price = priced["gain"]
     reference, noise = [], []
     samples = {"reference": {n: [] for n in REPEAT_CLASSES}, "noise": []}
     for lo, fu in zip(local, full, strict=True):
-        gain = lo["nats"] - fu["nats"]
-        reference.append(summarise(gain, lo, kl))
+        gain = lo["nats"]["hard"] - fu["nats"]["hard"]
+        reference.append(summarise(gain, classes, seen, price))
         for c, name in enumerate(REPEAT_CLASSES):
-            samples["reference"][name].append(gain[lo["classes"] == c])
+            samples["reference"][name].append(gain[classes == c])
     if len(local) > 1:  # per-position nats averaged over the seeds: the seed noise shrinks
-        mean_local = torch.stack([lo["nats"] for lo in local]).mean(0)
-        mean_full = torch.stack([fu["nats"] for fu in full]).mean(0)
-        averaged = [summarise(mean_local - mean_full, local[0], kl)]
+        mean_local = torch.stack([lo["nats"]["hard"] for lo in local]).mean(0)
+        mean_full = torch.stack([fu["nats"]["hard"] for fu in full]).mean(0)
+        averaged = [summarise(mean_local - mean_full, classes, seen, price)]
     else:
         averaged = []
     within = []
     for checkpoint in a.router:
-        forced = {m: scored_model(checkpoint, m) for m in ("local", "full")}
-        check_pair(local[0], forced["local"], (a.local[0], checkpoint))
-        gain = forced["local"]["nats"] - forced["full"]["nats"]
-        within.append(summarise(gain, local[0], kl))
+        forced = scored_model(checkpoint, ("local", "full"))
+        check_pair(local[0], forced, (a.local[0], checkpoint))
+        gain = forced["nats"]["local"] - forced["nats"]["full"]
+        within.append(summarise(gain, classes, seen, price))
     n = len(full)
     for i in range(n if n > 2 else n - 1):  # full seed i+1 against full seed i, cyclic
-        gain = full[i]["nats"] - full[(i + 1) % n]["nats"]
-        noise.append(summarise(gain, local[0], kl))
+        gain = full[i]["nats"]["hard"] - full[(i + 1) % n]["nats"]["hard"]
+        noise.append(summarise(gain, classes, seen, price))
         samples["noise"].append(gain)
     cat = {
         "reference": {k: torch.cat(v) for k, v in samples["reference"].items()},
         "noise": torch.cat(samples["noise"]) if samples["noise"] else torch.zeros(0),
     }
     lines = [
-        f"Price of one token's move to full: a gain of {kl:.2f} nats ({price['source']}).",
+        f"Price of one token's move to full: a gain of {price:.2f} nats ({priced['source']}).",
         "",
-        *report("fixed-full against fixed-local (gain = nats local − nats full)", reference, kl),
+        *report("fixed-full against fixed-local (gain = nats local − nats full)", reference, price),
     ]
     if noise:
-        lines += report("noise: fixed-full seed i+1 against seed i", noise, kl)
+        lines += report("noise: fixed-full seed i+1 against seed i", noise, price)
     if averaged:
         lines += report(
-            "per-position nats averaged over the pairs, then local − full", averaged, kl
+            "per-position nats averaged over the pairs, then local − full", averaged, price
         )
     for checkpoint, row in zip(a.router, within, strict=True):
-        lines += report(f"{checkpoint}, its own weights: all-local − all-full", [row], kl)
+        lines += report(f"{checkpoint}, its own weights: all-local − all-full", [row], price)
     print("\n".join(lines))
     if a.json:
         write_json(
@@ -344,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 "command": "python experiments/token_gain.py " + " ".join(argv or sys.argv[1:]),
                 "local": a.local,
                 "full": a.full,
-                "price": price,
+                "price": priced,
                 "reference": reference,
                 "noise": noise,
                 "averaged": averaged,
@@ -355,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {a.json}")
     if a.plot:
-        plot(reference, noise, within, cat, kl, Path(a.plot))
+        plot(reference, noise, within, cat, price, Path(a.plot))
         print(f"wrote {a.plot}")
     return 0
 

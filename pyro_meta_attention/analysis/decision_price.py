@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Dirichlet, kl_divergence
 
+GRID = (0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0)  # q's concentrations
+
 
 def argmax_probability(
     concentration: torch.Tensor, mechanism: int, samples: int, seed: int = 0
