@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .plan import LINEAR_SEGMENT, N_MECHANISMS, full_block, pack_blocks, pack_groups
+from .plan import LINEAR_SEGMENT, N_MECHANISMS, full_pairs, pack_blocks
 
 
 def routed_flops(
@@ -43,13 +43,8 @@ def routed_flops(
     members = [(assignment == m) | soft for m in range(N_MECHANISMS)]
 
     if bool(members[0].any()):
-        size = min(full_block(T), T)
-        sizes = pack_groups(members[0], size)[2]
-        later = sum(sizes)  # queries from block j on: block j's own, then all later ones
-        for j, own in enumerate(sizes):
-            pairs = later * (min(T, (j + 1) * size) - j * size)
-            flops["full"] += 4 * D * pairs * B * H
-            later -= own
+        packed, dense = full_pairs(members[0])
+        flops["full"] = 4 * D * H * min(packed, dense)  # the dense kernel when cheaper
 
     if bool(members[1].any()):
         c = min(chunk, T)

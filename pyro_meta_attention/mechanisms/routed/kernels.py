@@ -3,7 +3,8 @@
 - full:   the full queries are grouped by key block of `full_block(T)` positions. Block j is
           attended by its own queries (a causal mask) and, in one unmasked call, by all later
           queries; each query's per-block parts are merged by their log-sum-exp. No mask or
-          score matrix is ever larger than (queries) x (one block).
+          score matrix is ever larger than (queries) x (one block). When that would compute
+          more pairs than the dense causal kernel (most queries full), the dense kernel runs.
 - local:  per key block of `window` positions, the block's local queries are packed (padded to
           the fullest block) and attend to that block and the previous one (up to 2w keys,
           masked), read in place from k and v; one call per batch element, so the mask
@@ -26,8 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..full import full_attention
 from ..linear import LINEAR_EPS, feature_map
-from .plan import LINEAR_SEGMENT, full_block, pack_blocks, pack_groups, row_index
+from .plan import LINEAR_SEGMENT, full_block, full_pairs, pack_blocks, pack_groups, row_index
 
 Piece = tuple[Tensor, Tensor, Tensor]  # o [B, H, *S, D], pos [B, *S], valid [B, *S]
 
@@ -105,9 +107,15 @@ def full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> list[Piece]:
 
     Keys go in blocks of `full_block(T)`. Block j is attended by its own queries (causal mask)
     and, unmasked, by all later queries in one call; each query's parts are then merged by
-    their log-sum-exp. Piece j holds block j's queries (o [B, H, G_j, D]).
+    their log-sum-exp. Piece j holds block j's queries (o [B, H, G_j, D]). Where that packing
+    would compute more pairs than the dense causal kernel (`full_pairs`: most queries full),
+    the dense kernel runs instead, as one piece of all positions valid at the members only.
     """
     B, H, T, D = q.shape
+    packed, dense = full_pairs(member)
+    if packed > dense:
+        pos = torch.arange(T, device=q.device).expand(B, T)
+        return [(full_attention(q, k, v), pos, member)]
     size = min(full_block(T), T)
     pos, valid, sizes = pack_groups(member, size)  # [B, R]: queries grouped by block
     qg = take(q, pos)  # [B, H, R, D]

@@ -8,6 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.routed import dense_full_flops, routed_attention, routed_flops
 from pyro_meta_attention.mechanisms.routed.naive import routed_attention_ref
+from pyro_meta_attention.mechanisms.routed.plan import full_pairs
 
 B, H, D = 2, 3, 8
 LENGTHS = (1, 63, 100, 257)  # 100 and 257 span 2 and 3 key blocks of the full mechanism
@@ -62,6 +63,7 @@ def test_matches_dense_mixture(soft: float, T: int, window: int, chunk: int) -> 
         (0, 0.5, 0, 0.5),  # no linear
         (0.1, 0, 0.9, 0),  # no local, a few soft
         (0, 0.02, 0.49, 0.49),  # very few full queries: empty key blocks
+        (0.05, 0.85, 0.05, 0.05),  # mostly full: the dense kernel, rows of the others dropped
     ],
 )
 def test_corner_cases_match_dense(probs) -> None:
@@ -207,9 +209,22 @@ def test_flops_shrink_with_the_routed_share() -> None:
     assert dense == H * 4 * D * T * (T + 1) // 2
     assert routed_flops(all_full, n_head=H, head_dim=D, window=32, chunk=64)["total"] == dense
     one_local = all_full.index_fill(1, torch.tensor([T - 1]), 2)
+    packed, _ = full_pairs(one_local == 0)
+    assert dense < 4 * D * H * packed < 1.3 * dense  # the masked halves of the diagonal blocks
     full = routed_flops(one_local, n_head=H, head_dim=D, window=32, chunk=64)["full"]
-    assert dense < full < 1.3 * dense  # the masked halves of the diagonal blocks
+    assert full == dense  # so the dense kernel runs: never more than dense full attention
     assert routed_flops(quarter, n_head=H, head_dim=D, window=32, chunk=64)["full"] < full / 3
+
+
+@pytest.mark.parametrize("share", [0.5, 0.7, 0.9, 0.99])
+def test_full_part_never_costs_more_than_dense(share: float) -> None:
+    T = 257
+    assignment, _ = random_routing(T, (0, share, 0, 1 - share), seed=3)
+    flops = routed_flops(assignment, n_head=H, head_dim=D, window=16, chunk=16)
+    assert flops["full"] <= dense_full_flops(B, T, H, D)
+    q, k, v = (x.detach() for x in qkv(T, dtype=torch.float32))
+    assert counted_by_torch(q, k, v, assignment, None, 16, 16) == flops["total"]
+    assert_matches_dense(T, 16, 16, assignment, None)
 
 
 def test_bad_inputs_raise() -> None:
