@@ -36,7 +36,16 @@ from typing import Any
 import pyro
 import torch
 from common import main_guard
-from studies import finished, fmt, pareto, run_study, study_parser, write_study
+from studies import (
+    Study,
+    finished,
+    fmt,
+    network_line,
+    pareto,
+    run_study,
+    study_parser,
+    write_study,
+)
 
 from pyro_meta_attention.analysis.evaluation import evaluate_policy
 from pyro_meta_attention.analysis.routing_stats import class_shares, routing_stats
@@ -154,20 +163,21 @@ def table(rows: list[dict[str, Any]], labels: list[str], chance: float) -> list[
     return lines
 
 
-def header(base: RunConfig, task, title: str, details: list[str], commands: list[str]) -> list[str]:
+def header(study: Study, task) -> list[str]:
+    base = study.base
     return [
-        f"# MQAR: {title}",
+        f"# MQAR: {study.title}",
         "",
-        f"- preset: `mqar` — {json.dumps(base.model.__dict__)}",
+        f"- {network_line(study, 'mqar')}: {json.dumps(base.model.__dict__)}",
         f"- task: {json.dumps(task.record()['mqar'])}",
         f"- held-out: {base.train.val_batches} × {base.train.batch_size} fixed sequences, "
         "accuracy at the query positions",
-        *details,
+        *study.details,
         "",
         "Regenerate:",
         "",
         "```bash",
-        *commands,
+        *study.commands,
         "```",
         "",
     ]
@@ -184,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     study = run_study(a, "mqar_study.py", raw, base, run_one)
     task = data_for(study.base)
-    lines = header(study.base, task, study.title, study.details, study.commands)
+    lines = header(study, task)
     lines += table(study.rows, study.labels, task.config.chance)
     write_study(study, "mqar", a.tag, lines)
     pareto(

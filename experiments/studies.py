@@ -212,6 +212,7 @@ class Study:
     details: list[str]  # Markdown bullets: training and machine, or the studies combined
     commands: list[str]  # the commands that regenerate the table
     results: Path  # where RESULTS/<prefix>-<tag>.* go
+    combined: bool = False  # rows taken from earlier studies (--combine), none trained here
 
 
 def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], score: Score) -> Study:
@@ -270,7 +271,15 @@ def run_study(a, script: str, raw: list[str], base: Callable[[], RunConfig], sco
         ]
         commands = [command]
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    return Study(config, rows, labels, title, details, commands, results)
+    return Study(config, rows, labels, title, details, commands, results, bool(a.combine))
+
+
+def network_line(study: Study, preset: str) -> str:
+    """What the header's network settings are: the preset as trained, or, for a combined
+    study, the first study's (the others may differ: their --set is in their commands)."""
+    if study.combined:
+        return "network of the first study combined (each study's --set is in its command)"
+    return f"preset `{preset}` with --set, as trained"
 
 
 def write_study(study: Study, prefix: str, tag: str, lines: list[str]) -> None:

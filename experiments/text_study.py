@@ -38,6 +38,7 @@ from common import UsageError, main_guard
 from studies import (
     finished,
     fmt,
+    network_line,
     pareto,
     run_study,
     study_parser,
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Text: {study.title}",
         "",
-        f"- preset: `text512` — {json.dumps(c.model.__dict__)}",
+        f"- {network_line(study, 'text512')}: {json.dumps(c.model.__dict__)}",
         f"- corpus: {c.data.path or 'built-in'} (sha256 {sha}…), held-out: "
         f"{c.train.val_batches} × {c.train.batch_size} windows of the last "
         f"{100 * c.data.val_fraction:.0f}%",

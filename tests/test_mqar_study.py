@@ -45,6 +45,8 @@ def test_combine_labels_a_model_by_its_study_when_two_studies_hold_it(tmp_path):
     assert main(["--tag", "ab", "--combine", "a", "b", "--results", str(tmp_path)]) == 0
     text = (tmp_path / "mqar-ab.md").read_text()
     assert "`fixed-local (a)`" in text and "--tag a " in text and "--tag b " in text
+    assert "network of the first study combined" in text  # not passed off as every study's
+    assert "preset `mqar` with --set, as trained" in (tmp_path / "mqar-a.md").read_text()
     rows, _ = combine(
         ["a", "b:none"], tmp_path, "mqar"
     )  # only b's `none`: fixed-local is a's alone
