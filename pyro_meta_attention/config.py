@@ -13,6 +13,7 @@ from typing import Any
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 POSITIONS = ("rope", "learned")  # ModelConfig.positions
 FULL_UNTIL = ("steps", "evidence")  # TrainConfig.full_until
+WARMUP_ROUTES = ("full", "full-local")  # TrainConfig.warmup_route
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class TrainConfig:
     full_warmup: int = 0  # first steps in which the network runs all-full attention (see fit)
     full_until: str = "steps"  # "steps": full_warmup steps; "evidence": until full attention
     # has learned what it pays for (training/warmup.py); hardening then counts from its end
+    warmup_route: str = "full"  # what the network runs in the warm-up: "full" every step, or
+    # "full-local": all-full and all-local on alternate steps (both references train)
     guide_lr_scale: float = 1.0  # the guide's learning rate over the network's
     mean_lr_scale: float = 10.0  # a hierarchical prior's routing means' rate over the guide's:
     # L x M global numbers whose gradient averages every token of the batch (docs/results.md)
@@ -135,6 +138,11 @@ class TrainConfig:
         if self.full_until not in FULL_UNTIL:
             raise ValueError(
                 f"TrainConfig.full_until must be one of {FULL_UNTIL}, got {self.full_until!r}"
+            )
+        if self.warmup_route not in WARMUP_ROUTES:
+            raise ValueError(
+                f"TrainConfig.warmup_route must be one of {WARMUP_ROUTES}, "
+                f"got {self.warmup_route!r}"
             )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"TrainConfig.device must be 'cpu' or 'cuda', got {self.device!r}")

@@ -66,7 +66,7 @@ from .schedules import hardening_tau, kl_beta, lr_factor
 from .signals import TrainingInterrupted, stop_on_signals
 from .summary import metrics_row, summarise
 from .tensorboard import TensorBoardLog
-from .warmup import FULL, FullWarmup, reference_gap
+from .warmup import FullWarmup, reference_gap
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_EVERY = 500  # default steps between periodic checkpoints (0 = none)
@@ -360,7 +360,7 @@ def _svi_step(
     at = step - s.warmup.offset()  # hardening counts from the warm-up's end ("evidence")
     tau = hardening_tau(at, tc.harden_start, tc.harden_end, tc.harden_final)
     warm = s.warmup.active(step)
-    route = FULL if warm else None  # warm-up: a routed model's network runs all-full
+    route = s.warmup.route(step)  # warm-up: all-full (or all-full and all-local alternately)
     x, mine = batch.x, shard(batch, s.world)  # statistics: global batch; loss: this rank's
     t0 = time.perf_counter()
     if warm and s.warmup.probes(step):  # the evidence that ends an "evidence" warm-up

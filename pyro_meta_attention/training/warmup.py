@@ -18,6 +18,12 @@ long (`TrainConfig.full_until`):
   took to appear), or at LIMIT of the run's steps if that never happens (full attention did
   not pay here at this budget; the router gets the rest to learn that).
 
+What the network runs in the warm-up (`TrainConfig.warmup_route`): "full", every token on full
+attention at every step; or "full-local", all-full and all-local on alternate steps, so that a
+text on which full attention never pays does not spend the warm-up training only the mechanism
+the router will drop (issue 19, item 4), while a task that needs recall still trains full
+attention on half the steps.
+
 The probe costs two forward passes without gradient every PROBE_EVERY steps (~3 % of a step's
 time at PROBE_EVERY = 25). The state (`history`, `ended`) goes into the checkpoint, so a resumed
 run decides exactly as the uninterrupted one.
@@ -35,6 +41,7 @@ from ..mechanisms import MECHANISMS
 from ..policies import one_mechanism
 
 FULL = torch.eye(len(MECHANISMS))[MECHANISMS.index("full")]  # the simplex's full corner [M]
+LOCAL = torch.eye(len(MECHANISMS))[MECHANISMS.index("local")]  # the local corner [M]
 PROBE_EVERY = 25  # steps between reference probes ("evidence")
 MARGIN = 0.05  # nats per scored token: full attention must beat local by this much
 GROWTH = 1.05  # "still growing": more than 5 % above the gap a PLATEAU of the warm-up ago
@@ -51,6 +58,7 @@ class FullWarmup:
     until: str  # "steps" or "evidence"
     steps: int  # "steps": the warm-up's length (TrainConfig.full_warmup)
     total: int  # the run's steps
+    routes: str = "full"  # "full" or "full-local" (TrainConfig.warmup_route)
     history: list[list[float]] = field(default_factory=list)  # [step, smoothed gap] per probe
     ended: int | None = None  # "evidence": the first step after the warm-up, once decided
 
@@ -59,12 +67,19 @@ class FullWarmup:
         """The warm-up of a run (none for a fixed prior: its network is its reference)."""
         steps = 0 if fixed_prior else tc.full_warmup
         until = "steps" if fixed_prior else tc.full_until
-        return cls(until, steps, tc.steps)
+        return cls(until, steps, tc.steps, tc.warmup_route)
 
     def active(self, step: int) -> bool:
         if self.until == "steps":
             return step < self.steps
         return self.ended is None or step < self.ended
+
+    def route(self, step: int) -> torch.Tensor | None:
+        """What the network runs at `step` for every token [M] (a simplex corner), or None
+        after the warm-up (the routed mixture)."""
+        if not self.active(step):
+            return None
+        return LOCAL if self.routes == "full-local" and step % 2 else FULL
 
     def probes(self, step: int) -> bool:
         """Whether `step` (a warm-up step) is scored under both references."""

@@ -7,11 +7,15 @@ import torch
 
 import pyro_meta_attention.training.svi as svi
 from pyro_meta_attention.analysis.length_curve import position_nats
+from pyro_meta_attention.bayes.model import RoutingModel
 from pyro_meta_attention.config import TrainConfig, smoke_config
+from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.mechanisms.cost import cost_model_for
 from pyro_meta_attention.training.build import build
 from pyro_meta_attention.training.warmup import (
+    FULL,
     LIMIT,
+    LOCAL,
     MARGIN,
     PROBE_EVERY,
     FullWarmup,
@@ -34,6 +38,33 @@ def test_a_step_count_and_a_fixed_prior():
     w = FullWarmup.of(TrainConfig(steps=100, full_warmup=10), fixed_prior=False)
     assert w.active(9) and not w.active(10) and not w.probes(0) and w.offset() == 0
     assert not FullWarmup.of(TrainConfig(full_warmup=10), fixed_prior=True).active(0)
+
+
+def test_the_warm_up_routes_all_full_or_alternates_the_references():
+    tc = TrainConfig(steps=100, full_warmup=10)
+    full = FullWarmup.of(tc, fixed_prior=False)
+    both = FullWarmup.of(TrainConfig(steps=100, full_warmup=10, warmup_route="full-local"), False)
+    assert all(torch.equal(full.route(s), FULL) for s in range(10)) and full.route(10) is None
+    assert [both.route(s).argmax().item() for s in range(4)] == [FULL.argmax(), LOCAL.argmax()] * 2
+    assert both.route(10) is None
+    with pytest.raises(ValueError, match="warmup_route"):
+        TrainConfig(warmup_route="local")
+
+
+def test_a_full_local_run_trains_each_reference_on_alternate_warm_up_steps(monkeypatch):
+    """What the network runs at each step of `fit` (the model's `route`): full, local, ... in
+    the warm-up, the sampled routing (None) after it."""
+    routes, forward = [], RoutingModel.forward
+
+    def spy(self, *args, route=None, **kwargs):
+        routes.append(None if route is None else MECHANISMS[int(route.argmax())])
+        return forward(self, *args, route=route, **kwargs)
+
+    monkeypatch.setattr(RoutingModel, "forward", spy)
+    config = smoke_config(train={"steps": 6, "full_warmup": 4, "warmup_route": "full-local"})
+    svi.fit(config, progress=False)
+    setup = routes.pop(0)  # the call that lets Pyro set up its parameters, before step 0
+    assert setup is None and routes == ["full", "local", "full", "local", None, None]
 
 
 def test_the_evidence_waits_for_emergence_then_a_plateau():
