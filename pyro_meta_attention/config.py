@@ -13,7 +13,7 @@ from typing import Any
 MAX_SEED = 2**32 - 1  # numpy's seed range (pyro.set_rng_seed seeds numpy too)
 POSITIONS = ("rope", "learned")  # ModelConfig.positions
 FULL_UNTIL = ("steps", "evidence")  # TrainConfig.full_until
-WARMUP_ROUTES = ("full", "full-local", "full-local-then-full")  # TrainConfig.warmup_route
+WARMUP_ROUTES = ("full", "full-local")  # TrainConfig.warmup_route
 
 
 @dataclass(frozen=True)
@@ -105,10 +105,8 @@ class TrainConfig:
     full_warmup: int = 0  # first steps in which the network runs all-full attention (see fit)
     full_until: str = "steps"  # "steps": full_warmup steps; "evidence": until full attention
     # has learned what it pays for (training/warmup.py); hardening then counts from its end
-    warmup_route: str = "full"  # what the network runs in the warm-up: "full" every step;
-    # "full-local": all-full and all-local on alternate steps (both references train);
-    # "full-local-then-full": alternate until full attention's gain passes its margin, then
-    # all-full (needs full_until = "evidence", whose probes measure that gain)
+    warmup_route: str = "full"  # what the network runs in the warm-up: "full" every step, or
+    # "full-local": all-full and all-local on alternate steps (both references train)
     guide_lr_scale: float = 1.0  # the guide's learning rate over the network's
     mean_lr_scale: float = 10.0  # a hierarchical prior's routing means' rate over the guide's:
     # L x M global numbers whose gradient averages every token of the batch (docs/results.md)
@@ -145,11 +143,6 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.warmup_route must be one of {WARMUP_ROUTES}, "
                 f"got {self.warmup_route!r}"
-            )
-        if self.warmup_route == "full-local-then-full" and self.full_until != "evidence":
-            raise ValueError(
-                "TrainConfig.warmup_route 'full-local-then-full' switches on the evidence "
-                "warm-up's probes: set full_until = 'evidence'"
             )
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ValueError(f"TrainConfig.device must be 'cpu' or 'cuda', got {self.device!r}")

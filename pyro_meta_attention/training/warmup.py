@@ -19,11 +19,10 @@ long (`TrainConfig.full_until`):
   not pay here at this budget; the router gets the rest to learn that).
 
 What the network runs in the warm-up (`TrainConfig.warmup_route`): "full", every token on full
-attention at every step; "full-local", all-full and all-local on alternate steps, so that a
+attention at every step; or "full-local", all-full and all-local on alternate steps, so that a
 text on which full attention never pays does not spend the warm-up training only the mechanism
-the router will drop (issue 19, item 4) — but a task that needs recall then trains full
-attention on half the steps and learns it later; "full-local-then-full", alternate until the
-probes' smoothed gap first passes MARGIN (full attention has started to pay), then all-full.
+the router will drop (issue 19, item 4), while a task that needs recall still trains full
+attention on half the steps.
 
 The probe costs two forward passes without gradient every PROBE_EVERY steps (~3 % of a step's
 time at PROBE_EVERY = 25). The state (`history`, `ended`) goes into the checkpoint, so a resumed
@@ -59,7 +58,7 @@ class FullWarmup:
     until: str  # "steps" or "evidence"
     steps: int  # "steps": the warm-up's length (TrainConfig.full_warmup)
     total: int  # the run's steps
-    routes: str = "full"  # "full", "full-local" or "full-local-then-full" (warmup_route)
+    routes: str = "full"  # "full" or "full-local" (TrainConfig.warmup_route)
     history: list[list[float]] = field(default_factory=list)  # [step, smoothed gap] per probe
     ended: int | None = None  # "evidence": the first step after the warm-up, once decided
 
@@ -80,11 +79,7 @@ class FullWarmup:
         after the warm-up (the routed mixture)."""
         if not self.active(step):
             return None
-        paid = any(g >= MARGIN for _, g in self.history)  # the gain has passed its margin
-        alternate = self.routes == "full-local" or (
-            self.routes == "full-local-then-full" and not paid
-        )
-        return LOCAL if alternate and step % 2 else FULL
+        return LOCAL if self.routes == "full-local" and step % 2 else FULL
 
     def probes(self, step: int) -> bool:
         """Whether `step` (a warm-up step) is scored under both references."""

@@ -49,23 +49,6 @@ def test_the_warm_up_routes_all_full_or_alternates_the_references():
     assert both.route(10) is None
     with pytest.raises(ValueError, match="warmup_route"):
         TrainConfig(warmup_route="local")
-    with pytest.raises(ValueError, match="full_until = 'evidence'"):
-        TrainConfig(warmup_route="full-local-then-full")
-
-
-def test_then_full_alternates_until_the_gain_passes_its_margin():
-    tc = TrainConfig(steps=10_000, full_until="evidence", warmup_route="full-local-then-full")
-    w = FullWarmup.of(tc, fixed_prior=False)
-    kind = lambda step: MECHANISMS[int(w.route(step).argmax())]  # noqa: E731
-    for i in range(10):  # a gap below the margin: both references keep training
-        w.observe(i * PROBE_EVERY, MARGIN / 2)
-    assert [kind(250), kind(251)] == ["full", "local"]
-    w.observe(250, 10 * MARGIN)  # smoothed: 0.3 * 0.5 + 0.7 * 0.025 > MARGIN
-    assert w.gap() >= MARGIN and w.active(251)
-    assert [kind(251), kind(252), kind(253)] == ["full"] * 3
-    for step in range(275, 1000, PROBE_EVERY):  # the gap falls back: it stays all-full
-        w.observe(step, 0.0)
-    assert w.active(1001) and kind(1001) == "full"
 
 
 def test_a_full_local_run_trains_each_reference_on_alternate_warm_up_steps(monkeypatch):
