@@ -21,8 +21,9 @@ long (`TrainConfig.full_until`):
 What the network runs in the warm-up (`TrainConfig.warmup_route`): "full", every token on full
 attention at every step; or "full-local", all-full and all-local on alternate steps, so that a
 text on which full attention never pays does not spend the warm-up training only the mechanism
-the router will drop (issue 19, item 4), while a task that needs recall still trains full
-attention on half the steps.
+the router will drop (issue 19, item 4). Measured, it does meet item 4 on tinyshakespeare, but
+on MQAR recall then emerges late or not at all (docs/design-notes.md § The evidence-ended
+warm-up): the default stays "full".
 
 The probe costs two forward passes without gradient every PROBE_EVERY steps (~3 % of a step's
 time at PROBE_EVERY = 25). The state (`history`, `ended`) goes into the checkpoint, so a resumed

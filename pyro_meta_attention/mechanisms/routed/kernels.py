@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..full import full_attention
 from ..linear import LINEAR_EPS, feature_map
-from .plan import LINEAR_SEGMENT, full_block, full_pairs, pack_blocks, pack_groups, row_index
+from .plan import LINEAR_SEGMENT, full_block, pack_blocks, pack_groups, packed_pairs, row_index
 
 Piece = tuple[Tensor, Tensor, Tensor]  # o [B, H, *S, D], pos [B, *S], valid [B, *S]
 
@@ -108,16 +108,15 @@ def full_part(q: Tensor, k: Tensor, v: Tensor, member: Tensor) -> list[Piece]:
     Keys go in blocks of `full_block(T)`. Block j is attended by its own queries (causal mask)
     and, unmasked, by all later queries in one call; each query's parts are then merged by
     their log-sum-exp. Piece j holds block j's queries (o [B, H, G_j, D]). Where that packing
-    would compute more pairs than the dense causal kernel (`full_pairs`: most queries full),
+    would compute more pairs than the dense causal kernel (`packed_pairs`: most queries full),
     the dense kernel runs instead, as one piece of all positions valid at the members only.
     """
     B, H, T, D = q.shape
-    packed, dense = full_pairs(member)
-    if packed > dense:
-        pos = torch.arange(T, device=q.device).expand(B, T)
-        return [(full_attention(q, k, v), pos, member)]
     size = min(full_block(T), T)
     pos, valid, sizes = pack_groups(member, size)  # [B, R]: queries grouped by block
+    if packed_pairs(sizes, T) > T * (T + 1) // 2:  # per batch element, as `full_pairs`
+        pos = torch.arange(T, device=q.device).expand(B, T)
+        return [(full_attention(q, k, v), pos, member)]
     qg = take(q, pos)  # [B, H, R, D]
     starts = [0, *itertools.accumulate(sizes)]
     parts: list[list[tuple[Tensor, Tensor]]] = [[] for _ in sizes]  # per group: (o, lse)

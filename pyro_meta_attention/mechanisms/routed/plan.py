@@ -1,7 +1,7 @@
 """The packing plan of hard-routed execution: which queries each kernel call takes, and where.
 
-The plan depends on the assignment alone (`full_block`, `full_pairs`, `pack_blocks`,
-`pack_groups`), so the
+The plan depends on the assignment alone (`full_block`, `full_pairs`, `packed_pairs`,
+`pack_blocks`, `pack_groups`), so the
 FLOPs it executes (`flops.py`) are known before anything runs; `row_index` maps positions to
 the rows of the flat [B * H * T, D] output that the kernels' pieces are copied to.
 """
@@ -39,20 +39,26 @@ def full_block(T: int) -> int:
 def full_pairs(member: Tensor) -> tuple[int, int]:
     """Query-key pairs the full mechanism computes for member [B, T]: (packed, dense).
 
-    packed: the blocked kernel's, every padding slot and masked diagonal entry counted (block
-    j is attended by the queries of block j on, each against the block's keys); dense: the
-    causal dense kernel's, B T (T + 1) / 2. The diagonal blocks' masked halves make packing
-    cost up to 1.5x dense when most queries are full, so `full_part` runs the dense kernel,
-    and keeps the rows of its members, whenever packed > dense.
+    packed: the blocked kernel's (`packed_pairs` of the `pack_groups` sizes); dense: the causal
+    dense kernel's, B T (T + 1) / 2. The diagonal blocks' masked halves make packing cost up to
+    1.5x dense when most queries are full, so `full_part` runs the dense kernel, and keeps the
+    rows of its members, whenever packed > dense.
     """
     B, T = member.shape
+    sizes = pack_groups(member, min(full_block(T), T))[2]
+    return B * packed_pairs(sizes, T), B * T * (T + 1) // 2
+
+
+def packed_pairs(sizes: list[int], T: int) -> int:
+    """Pairs per batch element of the blocked full kernel for groups of `sizes` queries per key
+    block (`pack_groups`), every padding slot and masked diagonal entry counted: block j is
+    attended by the queries of block j on, each against the block's keys."""
     size = min(full_block(T), T)
-    sizes = pack_groups(member, size)[2]
-    packed, later = 0, sum(sizes)  # queries from block j on: block j's own, then all later ones
+    pairs, later = 0, sum(sizes)  # queries from block j on: block j's own, then all later ones
     for j, own in enumerate(sizes):
-        packed += later * (min(T, (j + 1) * size) - j * size)
+        pairs += later * (min(T, (j + 1) * size) - j * size)
         later -= own
-    return B * packed, B * T * (T + 1) // 2
+    return pairs
 
 
 def pack_blocks(member: Tensor, size: int) -> tuple[Tensor, Tensor]:
