@@ -56,7 +56,7 @@ def _run_main(script: str, *args: str) -> subprocess.CompletedProcess:
 
     from common import main_guard
 
-    module = importlib.import_module(script.removesuffix(".py"))
+    module = importlib.import_module(Path(script).stem)  # phase1/run.py: `run` (pytest pythonpath)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

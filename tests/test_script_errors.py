@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from checkpoint_files import BAD, bad_checkpoint
 
 from pyro_meta_attention.training.checkpoint import read_checkpoint
 
+ROOT = Path(__file__).resolve().parents[1]
 MISSING = "/no/such/file"
 BAD_INPUTS = [
     ("train_svi.py --smoke --data " + MISSING, "not found"),
@@ -106,11 +108,32 @@ BAD_INPUTS = [
 ]
 
 
+# run as a user runs them (a fresh interpreter each, 2 s of imports): one per way of refusing —
+# argparse's own error, a UsageError, a missing file, a script in a subfolder
+AS_A_USER = [
+    "train_svi.py --smoke --prior bogus",
+    "evaluate.py --smoke --repeats 0",
+    "uncertainty.py --checkpoint " + MISSING,
+    "phase1/run.py --budget smoke --jobs 0",
+]
+
+
 @pytest.mark.parametrize("command,message", BAD_INPUTS, ids=[c for c, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_exit_2(command, message, run_script, one_line_error):
-    proc = run_script(*command.split(" "))
+def test_bad_input_is_one_line_exit_2(
+    command, message, run_main, one_line_error, monkeypatch
+):  # in this process, through the script's main_guard: the same exit code and stderr
+    monkeypatch.chdir(ROOT)  # some commands name files relative to the repository root
+    proc = run_main(*command.split(" "))
     one_line_error(proc)
     assert message in proc.stderr
+
+
+@pytest.mark.parametrize("command", AS_A_USER)
+def test_bad_input_is_one_line_exit_2_from_the_command_line(command, run_script, one_line_error):
+    message = dict(BAD_INPUTS)[command]
+    proc = run_script(*command.split(" "))
+    one_line_error(proc)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("content", [None, b"", b"too short"])
