@@ -2,6 +2,7 @@
 as a user would and to check how they refuse bad input."""
 
 import importlib
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,6 +24,16 @@ def fresh_pyro():
     torch.set_num_threads(2)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def ctrl_c_reaches_python():
+    """SIGINT raises KeyboardInterrupt here and in the processes this test starts, however pytest
+    was started: a background job of a non-interactive shell starts with SIGINT ignored, and a
+    Python started so (or started by one) never sees a Ctrl-C."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # exec resets it to default
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 def _run_script(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -106,7 +106,7 @@ def test_a_failed_ray_task_raises_the_runs_own_error(monkeypatch):
 
 
 def test_ctrl_c_on_ray_cancels_the_runs_not_started_and_lets_running_ones_save(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, ctrl_c_reaches_python
 ):
     tests = os.path.dirname(__file__)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]))

@@ -306,7 +306,7 @@ def test_smoke_runs_leave_no_temporary_folder(tmp_path):
     assert [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")] == []
 
 
-def test_ctrl_c_during_generation_keeps_what_was_written(tmp_path):
+def test_ctrl_c_during_generation_keeps_what_was_written(tmp_path, ctrl_c_reaches_python):
     """SIGINT while streaming a long generation: the bytes so far stay printed, one closing line
     says how many, exit code 130."""
     cmd = [sys.executable, "-u", "experiments/generate.py", "--smoke", "--max-new-tokens", "100000"]
