@@ -60,20 +60,25 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
 
 
 def _run_main(script: str, *args: str) -> subprocess.CompletedProcess:
-    """`experiments/<script> ARGS` in this process, through its `main_guard` (faster than a
-    subprocess; the same exit code and stderr)."""
+    """`experiments/<script> ARGS` in this process, from the repository root as `_run_script`,
+    through its `main_guard` (faster than a subprocess; the same exit code and stderr)."""
     import contextlib
     import io
+    import os
 
     from common import main_guard
 
     module = importlib.import_module(Path(script).stem)  # phase1/run.py: `run` (pytest pythonpath)
     out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(ROOT)  # some commands name files relative to the repository root
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = main_guard(lambda: module.main(list(args)))
         except SystemExit as e:  # argparse's own errors
             code = e.code
+        finally:
+            os.chdir(here)
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 

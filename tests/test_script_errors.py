@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from checkpoint_files import BAD, bad_checkpoint
 
 from pyro_meta_attention.training.checkpoint import read_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 MISSING = "/no/such/file"
 BAD_INPUTS = [
     ("train_svi.py --smoke --data " + MISSING, "not found"),
@@ -119,10 +117,8 @@ AS_A_USER = [
 
 
 @pytest.mark.parametrize("command,message", BAD_INPUTS, ids=[c for c, _ in BAD_INPUTS])
-def test_bad_input_is_one_line_exit_2(
-    command, message, run_main, one_line_error, monkeypatch
-):  # in this process, through the script's main_guard: the same exit code and stderr
-    monkeypatch.chdir(ROOT)  # some commands name files relative to the repository root
+def test_bad_input_is_one_line_exit_2(command, message, run_main, one_line_error):
+    # in this process, through the script's main_guard: the same exit code and stderr
     proc = run_main(*command.split(" "))
     one_line_error(proc)
     assert message in proc.stderr
