@@ -33,6 +33,7 @@ from runner import run_calls
 
 from pyro_meta_attention.bayes.priors import PRIORS
 from pyro_meta_attention.config import RunConfig
+from pyro_meta_attention.training.build import build
 from pyro_meta_attention.training.run_dir import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -47,16 +48,23 @@ Score = Callable[..., Row]  # score(label, config, out, samples, tensorboard) ->
 
 
 def parse_model(spec: str) -> tuple[str, dict[str, Any]]:
-    """'cost-penalised@0.5' -> ('cost-penalised', {'strength': 0.5}); a plain prior name."""
-    name, _, strength = spec.partition("@")
+    """'cost-penalised@0.5' -> ('cost-penalised', {'strength': 0.5}); 'fixed-layers@local,full'
+    -> ('fixed-layers', {'layers': 'local,full'}); a plain prior name."""
+    name, _, value = spec.partition("@")
     if name not in PRIORS:
         raise UsageError(f"--models: unknown prior {name!r}; choose from {sorted(PRIORS)}")
-    if not strength:
+    if name == "fixed-layers":
+        if not value:
+            raise UsageError(
+                f"--models {spec}: name each layer's mechanism: fixed-layers@local,full"
+            )
+        return name, {"layers": value}
+    if not value:
         return name, {}
     try:
-        return name, {"strength": float(strength)}
+        return name, {"strength": float(value)}
     except ValueError:
-        raise UsageError(f"--models {spec}: {strength!r} is not a number") from None
+        raise UsageError(f"--models {spec}: {value!r} is not a number") from None
 
 
 def network_and_data(changes: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +84,7 @@ def configs_for(a, base: RunConfig) -> list[tuple[str, RunConfig]]:
         for seed in range(a.seeds):
             config = base.override(prior={"name": name, **prior}, train={"seed": seed})
             runs.append((spec, config.override(**(everyone if fixed else changes))))
+        build(runs[-1][1])  # a bad prior or guide setting fails here, before any run starts
     return runs
 
 

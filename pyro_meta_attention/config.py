@@ -70,6 +70,9 @@ class PriorConfig:
         None  # kappa = sum_m a_m; None: the prior's default (3, sparse 0.3)
     )
     floor: float = 0.03  # smallest allowed concentration per mechanism (Dirichlet numerics)
+    layers: str | None = (
+        None  # fixed-layers: each layer's mechanism, first layer first ("local,full")
+    )
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,12 @@ class RoutingGuide(PyroModule):
         self.n_layer = model_config.n_layer
         self.block_size = model_config.block_size
         self.window = model_config.window
+        fixed = prior.fixed_weights()
+        if fixed is not None and fixed.ndim == 2 and fixed.shape[0] != self.n_layer:
+            raise ValueError(
+                f"prior {prior.name!r} lists {fixed.shape[0]} mechanism(s) "
+                f"({prior.config.layers!r}) for the network's {self.n_layer} layers"
+            )
         if not 0 <= config.match_k <= 8:
             raise ValueError(f"guide match_k must be in 0 .. 8 (0 = off), got {config.match_k}")
         M = prior.n_mechanisms
@@ -155,7 +161,7 @@ class RoutingGuide(PyroModule):
         if fixed is None:
             return torch.softmax(self.raw(x, offset), dim=-1)
         like = self.emb.weight
-        return fixed.to(like).expand(*x.shape, self.n_layer, fixed.numel())
+        return fixed.to(like).expand(*x.shape, self.n_layer, fixed.shape[-1])  # [M] or [L, M]
 
     def concentration(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
         """Dirichlet concentration [B, T, L, M] in [floor, cap] (Bayesian priors only)."""

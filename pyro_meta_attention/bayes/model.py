@@ -80,7 +80,7 @@ class RoutingModel(PyroModule):
             for layer in range(L):
                 with routing_scale(beta):
                     if means is None:
-                        prior = self.prior.distribution(torch.Size([B, T]), like)
+                        prior = self.prior.distribution(torch.Size([B, T]), like, layer)
                     else:
                         prior = self.prior.distribution(torch.Size([B, T]), like, means[layer])
                         price = self.prior.budget(means[layer])

@@ -25,6 +25,8 @@ same thing across priors. Adding a prior is one class plus one `@register_prior(
 - `sparse-dirichlet`: symmetric with a = kappa / M < 1, which favours the simplex corners.
 - `fixed-full`, `fixed-linear`, `fixed-local`: single-mechanism reference models. A point mass
   (Delta) on one corner in both model and guide: no routing, no KL, the same code path.
+- `fixed-layers`: one mechanism per layer (`PriorConfig.layers`, e.g. "local,full"): the
+  reference for a router that routes by layer rather than by token.
 - `none`: the paper's prior-free baseline. An improper flat density (log p = 0) in the model and
   a deterministic softmax router (a Delta) in the guide, so the ELBO reduces to the
   log-likelihood: maximum likelihood on the same network and code path, with zero KL.
@@ -90,7 +92,8 @@ class RoutingPrior(ABC):
         """a: [M] float64 Dirichlet concentration, or None for an improper prior."""
 
     def fixed_weights(self) -> torch.Tensor | None:
-        """alpha [M] float64 if the routing is fixed (single-mechanism models), else None."""
+        """alpha float64 if the routing is fixed, else None: [M] for every layer alike, or
+        [L, M] one row per layer (`fixed-layers`)."""
         return None
 
     def penalty(self, alpha: torch.Tensor) -> torch.Tensor | None:
@@ -102,8 +105,11 @@ class RoutingPrior(ABC):
         a = self.concentration()
         return None if a is None else a / a.sum()
 
-    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
-        """p(alpha) with batch shape `batch_shape` (e.g. [B, T]) and event shape [M].
+    def distribution(
+        self, batch_shape: torch.Size, like: torch.Tensor, layer: int = 0
+    ) -> dist.TorchDistribution:
+        """p(alpha) of layer `layer`'s tokens with batch shape `batch_shape` (e.g. [B, T]) and
+        event shape [M] (the same for every layer except under `fixed-layers`).
 
         Device and dtype come from `like`.
         """
@@ -238,7 +244,9 @@ class NoPrior(RoutingPrior):
     def concentration(self) -> None:
         return None
 
-    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
+    def distribution(
+        self, batch_shape: torch.Size, like: torch.Tensor, layer: int = 0
+    ) -> dist.TorchDistribution:
         return dist.ImproperUniform(constraints.simplex, tuple(batch_shape), (self.n_mechanisms,))
 
 
@@ -274,9 +282,12 @@ class FixedMechanism(RoutingPrior):
     def mean(self) -> torch.Tensor:
         return self.fixed_weights()
 
-    def distribution(self, batch_shape: torch.Size, like: torch.Tensor) -> dist.TorchDistribution:
-        corner = self.fixed_weights().to(like).expand(*batch_shape, self.n_mechanisms)
-        return dist.Delta(corner, event_dim=1)
+    def distribution(
+        self, batch_shape: torch.Size, like: torch.Tensor, layer: int = 0
+    ) -> dist.TorchDistribution:
+        fixed = self.fixed_weights()
+        corner = fixed if fixed.ndim == 1 else fixed[layer]
+        return dist.Delta(corner.to(like).expand(*batch_shape, self.n_mechanisms), event_dim=1)
 
 
 @register_prior("fixed-full")
@@ -298,6 +309,26 @@ class FixedLocal(FixedMechanism):
     """Reference model: every token runs local attention alone."""
 
     mechanism = MECHANISMS.index("local")
+
+
+@register_prior("fixed-layers")
+class FixedLayers(FixedMechanism):
+    """Reference model: every token of layer l runs mechanism `PriorConfig.layers`[l] alone."""
+
+    def __init__(self, config: PriorConfig, cost: torch.Tensor) -> None:
+        super().__init__(config, cost)
+        names = [n.strip() for n in (config.layers or "").split(",")]
+        unknown = [n for n in names if n not in MECHANISMS]
+        if unknown:
+            raise ValueError(
+                f"prior fixed-layers: layers {config.layers!r} must name one mechanism per layer, "
+                f"comma-separated, from {list(MECHANISMS)} (e.g. 'local,full')"
+            )
+        self.layers = tuple(MECHANISMS.index(n) for n in names)
+
+    def fixed_weights(self) -> torch.Tensor:
+        """[L, M] float64: the one-hot of each layer's mechanism."""
+        return torch.nn.functional.one_hot(torch.tensor(self.layers), self.n_mechanisms).double()
 
 
 def make_prior(config: PriorConfig, cost: torch.Tensor) -> RoutingPrior:

@@ -105,7 +105,9 @@ class GuideRouter:
         self.budget = OnlineBudget(policy.value, cost) if policy.kind == "budget" else None
         fixed = guide.prior.fixed_weights()
         self.possible = (
-            tuple(True for _ in MECHANISMS) if fixed is None else tuple(bool(w > 0) for w in fixed)
+            tuple(True for _ in MECHANISMS)
+            if fixed is None
+            else tuple(bool(w > 0) for w in fixed.reshape(-1, fixed.shape[-1]).amax(0))
         )
 
     @property

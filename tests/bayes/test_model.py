@@ -217,6 +217,25 @@ def test_fixed_mechanism_model_runs_only_that_mechanism(monkeypatch):
     assert all(torch.equal(a, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3)) for a in alphas)
 
 
+def test_fixed_layers_model_runs_each_layers_mechanism(monkeypatch):
+    import pyro_meta_attention.network as network
+
+    model, guide = build(smoke_config(prior={"name": "fixed-layers", "layers": "local,full"}))
+    x, y = batch()
+    ran = []
+    real = network.run_mechanism
+    monkeypatch.setattr(
+        network, "run_mechanism", lambda name, *a, **k: ran.append(name) or real(name, *a, **k)
+    )
+    loss = make_elbo("meanfield")(model, guide)(x, y)
+    assert ran == ["local", "full"] and torch.isfinite(loss)  # layer 0, then layer 1
+    local, full = guide(x, y)
+    assert torch.equal(local, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3))
+    assert torch.equal(full, torch.tensor([1.0, 0.0, 0.0]).expand(B, T, 3))
+    with pytest.raises(ValueError, match="lists 3 mechanism.* the network's 2 layers"):
+        build(smoke_config(prior={"name": "fixed-layers", "layers": "local,full,full"}))
+
+
 def test_harden_is_straight_through():
     alpha = torch.tensor([[0.98, 0.01, 0.01], [0.4, 0.3, 0.3]], requires_grad=True)
     out = harden(alpha, tau=0.2)

@@ -11,9 +11,12 @@ from pyro_meta_attention.mechanisms.cost import cost_model_for
 COST = cost_model_for(ModelConfig()).normalised()
 
 
+NEEDS = {"fixed-layers": {"layers": "local,full"}}  # what a prior cannot be built without
+
+
 @pytest.mark.parametrize("name", sorted(PRIORS))
 def test_every_prior_has_simplex_support_and_shapes(name):
-    prior = make_prior(PriorConfig(name=name), COST)
+    prior = make_prior(PriorConfig(name=name, **NEEDS.get(name, {})), COST)
     like = torch.zeros((), dtype=torch.float32)
     d = prior.distribution(torch.Size([2, 5]), like)
     assert d.batch_shape == (2, 5) and d.event_shape == (3,)
@@ -21,7 +24,7 @@ def test_every_prior_has_simplex_support_and_shapes(name):
         assert d.support is constraints.simplex or d.support == constraints.simplex
     alpha = torch.softmax(torch.randn(2, 5, 3), -1)
     if prior.fixed_weights() is not None:  # a point mass: finite only at its corner
-        alpha = prior.fixed_weights().float().expand(2, 5, 3)
+        alpha = prior.fixed_weights().reshape(-1, 3)[0].float().expand(2, 5, 3)  # layer 0
     lp = d.log_prob(alpha)
     assert lp.shape == (2, 5) and torch.isfinite(lp).all()
     if not prior.deterministic:
@@ -148,3 +151,17 @@ def test_hierarchical_dirichlet_is_the_compute_prior_one_level_up():
     assert d.batch_shape == (2,)
     expected = torch.tensor([config.floor, config.floor, 3 * 0.99], dtype=torch.float64)
     assert torch.allclose(d.concentration[0], expected)
+
+
+def test_fixed_layers_routes_each_layer_to_its_corner():
+    prior = make_prior(PriorConfig(name="fixed-layers", layers="local, full"), COST)
+    assert torch.equal(
+        prior.fixed_weights(), torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]).double()
+    )
+    like = torch.zeros((), dtype=torch.float32)
+    for layer, corner in enumerate(([0.0, 0.0, 1.0], [1.0, 0.0, 0.0])):
+        d = prior.distribution(torch.Size([2, 5]), like, layer)
+        assert torch.equal(d.sample(), torch.tensor(corner).expand(2, 5, 3))
+    for layers in (None, "", "local,fool", "local,,full"):
+        with pytest.raises(ValueError, match="one mechanism per layer"):
+            make_prior(PriorConfig(name="fixed-layers", layers=layers), COST)

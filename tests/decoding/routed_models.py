@@ -19,7 +19,9 @@ PRIORS = [
     "fixed-full",
     "fixed-linear",
     "fixed-local",
+    "fixed-layers",
 ]
+LAYERS = "local,full"  # fixed-layers: layer 0 local, layer 1 full (n_layer 2)
 
 
 # (positions, rope_linear): learned positions (runs before rotary), rotary for full and local
@@ -39,7 +41,8 @@ def routed_model(
     prior, so its routing differs from token to token."""
     model = {"token_shift": token_shift, "n_layer": n_layer}
     model |= {"positions": positions, "rope_linear": rope_linear}
-    config = smoke_config(prior={"name": prior}, model=model, guide={"match_k": match_k})
+    layers = {"layers": LAYERS} if prior == "fixed-layers" else {}
+    config = smoke_config(prior={"name": prior, **layers}, model=model, guide={"match_k": match_k})
     torch.manual_seed(0)
     model, guide = build(config)
     model, guide = model.double().eval(), guide.double().eval()
