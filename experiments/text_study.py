@@ -219,7 +219,42 @@ def class_table(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
         lines.append(
             f"| `{label}` | " + " | ".join(cells) + " | " + "; ".join(full) + f" | {precision} |"
         )
-    return lines
+    return lines + gap_by_class(rows, labels)
+
+
+def gap_by_class(rows: list[dict[str, Any]], labels: list[str]) -> list[str]:
+    """Where the fixed-local − fixed-full gap lies: per class, share × (local − full) nats of
+    the class, paired by seed (the first fixed-full and fixed-local models shown), in nats per
+    held-out position and as a share of the whole gap. Empty without both references."""
+    first = {}
+    for label in labels:
+        group = [r for r in rows if r["label"] == label and "class_nats_hard" in r]
+        if group and group[0]["model"] in ("fixed-full", "fixed-local"):
+            first.setdefault(group[0]["model"], {r["seed"]: r for r in group})
+    if len(first) < 2:
+        return []
+    seeds = sorted(set(first["fixed-full"]) & set(first["fixed-local"]))
+    pairs = [(first["fixed-local"][s], first["fixed-full"][s]) for s in seeds]
+    if not pairs:
+        return []
+    gap = [local["nats_hard"] - full["nats_hard"] for local, full in pairs]
+    parts = []
+    for n in REPEAT_CLASSES:
+        nats = [  # a class with no positions (nats None) holds none of the gap
+            full["class_share"][n] * (local["class_nats_hard"][n] - full["class_nats_hard"][n])
+            if full["class_share"][n]
+            else 0.0
+            for local, full in pairs
+        ]
+        share = [100 * v / g if g else None for v, g in zip(nats, gap, strict=True)]
+        parts.append(f"{n} {fmt(nats)} ({fmt(share, 0)} %)")
+    return [
+        "",
+        f"Where the fixed-local − fixed-full gap ({fmt(gap)} nats/position, {len(pairs)} seeds "
+        "paired) lies, per class: the class's share of positions × its local − full nats: "
+        + "; ".join(parts)
+        + ".",
+    ]
 
 
 def full_precision(group: list[dict[str, Any]], layer: int) -> str:
