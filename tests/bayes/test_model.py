@@ -201,10 +201,20 @@ def test_routed_model_is_causal(token_shift):
     assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
-def test_fixed_mechanism_model_runs_only_that_mechanism(monkeypatch):
+LOCAL, FULL = [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    "prior,want",
+    [
+        ({"name": "fixed-local"}, [LOCAL, LOCAL]),
+        ({"name": "fixed-layers", "layers": "local,full"}, [LOCAL, FULL]),
+    ],
+)
+def test_fixed_model_runs_only_each_layers_mechanism(monkeypatch, prior, want):
     import pyro_meta_attention.network as network
 
-    model, guide = build(smoke_config(prior={"name": "fixed-local"}))
+    model, guide = build(smoke_config(prior=prior))
     x, y = batch()
     ran = []
     real = network.run_mechanism
@@ -212,26 +222,13 @@ def test_fixed_mechanism_model_runs_only_that_mechanism(monkeypatch):
         network, "run_mechanism", lambda name, *a, **k: ran.append(name) or real(name, *a, **k)
     )
     loss = make_elbo("meanfield")(model, guide)(x, y)
-    assert set(ran) == {"local"} and torch.isfinite(loss)
-    alphas = guide(x, y)
-    assert all(torch.equal(a, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3)) for a in alphas)
+    names = ["full" if w == FULL else "local" for w in want]
+    assert ran == names and torch.isfinite(loss)  # layer 0, then layer 1
+    for alpha, corner in zip(guide(x, y), want, strict=True):
+        assert torch.equal(alpha, torch.tensor(corner).expand(B, T, 3))
 
 
-def test_fixed_layers_model_runs_each_layers_mechanism(monkeypatch):
-    import pyro_meta_attention.network as network
-
-    model, guide = build(smoke_config(prior={"name": "fixed-layers", "layers": "local,full"}))
-    x, y = batch()
-    ran = []
-    real = network.run_mechanism
-    monkeypatch.setattr(
-        network, "run_mechanism", lambda name, *a, **k: ran.append(name) or real(name, *a, **k)
-    )
-    loss = make_elbo("meanfield")(model, guide)(x, y)
-    assert ran == ["local", "full"] and torch.isfinite(loss)  # layer 0, then layer 1
-    local, full = guide(x, y)
-    assert torch.equal(local, torch.tensor([0.0, 0.0, 1.0]).expand(B, T, 3))
-    assert torch.equal(full, torch.tensor([1.0, 0.0, 0.0]).expand(B, T, 3))
+def test_fixed_layers_names_every_layer():
     with pytest.raises(ValueError, match="lists 3 mechanism.* the network's 2 layers"):
         build(smoke_config(prior={"name": "fixed-layers", "layers": "local,full,full"}))
 
