@@ -335,6 +335,8 @@ def make_prior(config: PriorConfig, cost: torch.Tensor) -> RoutingPrior:
     """Build the prior named by `config.name` for the normalised cost vector `cost` [M]."""
     if config.name not in PRIORS:
         raise ValueError(f"unknown prior {config.name!r}; choose one of {sorted(PRIORS)}")
+    if config.layers is not None and config.name != "fixed-layers":
+        raise ValueError(f"prior.layers is fixed-layers' setting; prior {config.name!r} has none")
     prior = PRIORS[config.name](config, cost)
     prior.concentration()  # fail now, not mid-training, on a concentration below the floor
     return prior

@@ -162,6 +162,8 @@ def test_fixed_layers_routes_each_layer_to_its_corner():
     for layer, corner in enumerate(([0.0, 0.0, 1.0], [1.0, 0.0, 0.0])):
         d = prior.distribution(torch.Size([2, 5]), like, layer)
         assert torch.equal(d.sample(), torch.tensor(corner).expand(2, 5, 3))
+    with pytest.raises(ValueError, match="fixed-layers' setting"):
+        make_prior(PriorConfig(name="fixed-local", layers="local,full"), COST)
     for layers in (None, "", "local,fool", "local,,full"):
         with pytest.raises(ValueError, match="one mechanism per layer"):
             make_prior(PriorConfig(name="fixed-layers", layers=layers), COST)
