@@ -17,9 +17,10 @@ def test_an_old_checkpoint_gives_what_it_gave_before_rotary_positions():
     expected = torch.load(HERE / "expected.pt", weights_only=True)
     assert config.model.positions == "learned" and model.net.pos_emb is not None
     got = outputs(config, model, guide, expected["x"])
-    # The same float32 operations as when the file was written, but the CPU's vector kernels
-    # (AVX2 there, AVX-512 on some machines) may sum in another order: logits of order 1 then
-    # differ by an ulp or two (1.8e-7 measured on AVX-512). 1e-5 leaves room; a learned position
+    # The same float32 operations as when the file was written, but another CPU's vector
+    # kernels (torch picks them by CPU capability) may sum in another order: logits of order 1
+    # then differ by an ulp or two (1.8e-7 measured on an AVX-512 machine, where equal bits
+    # failed). 1e-5 leaves room; a learned position
     # table shifted by one position moves them by 0.19, dropped by 1.7 (measured). The greedy
     # continuation must be the same tokens.
     for name in ("soft", "hard"):
