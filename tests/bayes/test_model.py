@@ -16,6 +16,7 @@ from pyro_meta_attention.bayes.sites import (
 )
 from pyro_meta_attention.config import smoke_config
 from pyro_meta_attention.data.batches import sample_batch
+from pyro_meta_attention.mechanisms import MECHANISMS
 from pyro_meta_attention.training.build import build, make_elbo
 
 B, T = 3, 32
@@ -201,14 +202,11 @@ def test_routed_model_is_causal(token_shift):
     assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
 
 
-LOCAL, FULL = [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]
-
-
 @pytest.mark.parametrize(
     "prior,want",
     [
-        ({"name": "fixed-local"}, [LOCAL, LOCAL]),
-        ({"name": "fixed-layers", "layers": "local,full"}, [LOCAL, FULL]),
+        ({"name": "fixed-local"}, ["local", "local"]),
+        ({"name": "fixed-layers", "layers": "local,full"}, ["local", "full"]),
     ],
 )
 def test_fixed_model_runs_only_each_layers_mechanism(monkeypatch, prior, want):
@@ -222,10 +220,10 @@ def test_fixed_model_runs_only_each_layers_mechanism(monkeypatch, prior, want):
         network, "run_mechanism", lambda name, *a, **k: ran.append(name) or real(name, *a, **k)
     )
     loss = make_elbo("meanfield")(model, guide)(x, y)
-    names = ["full" if w == FULL else "local" for w in want]
-    assert ran == names and torch.isfinite(loss)  # layer 0, then layer 1
-    for alpha, corner in zip(guide(x, y), want, strict=True):
-        assert torch.equal(alpha, torch.tensor(corner).expand(B, T, 3))
+    assert ran == want and torch.isfinite(loss)  # layer 0, then layer 1
+    for alpha, name in zip(guide(x, y), want, strict=True):
+        corner = torch.nn.functional.one_hot(torch.tensor(MECHANISMS.index(name)), 3).float()
+        assert torch.equal(alpha, corner.expand(B, T, 3))
 
 
 def test_fixed_layers_names_every_layer():
